@@ -1,0 +1,358 @@
+// kernels_bench: the machine's own limits and linserve's kernels against
+// them, measured in one run, printed as ratios (docs/performance.md).
+//
+//   limits   oneDNN bf16 and f32 GEMM peak (large square GEMM), streaming
+//            read+write memory bandwidth on buffers of the working-set size
+//   dense    DenseLayer at M = 1, 8, 64, 512 for D = 1024, 2048: FLOP/s as a
+//            fraction of the GEMM peak (and weight bytes/s for small M)
+//   step     RecurrentStep, B = 1, 16, 64 sessions, H = 8, K = V = 128: state
+//            bytes moved per second as a fraction of the bandwidth
+//   prefill  ChunkwiseForward at T = 4096: tokens/s, and the core's share of
+//            a D = 1024 layer's time next to its projection GEMMs
+//
+// Usage: kernels_bench [--quick]   (--quick: shorter timing, for smoke runs)
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/dense_layer.h"
+#include "kernels/linear_attention.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace linserve::kernels {
+namespace {
+
+double g_min_seconds = 0.5;
+
+// Median seconds per call of `fn`, after a warm-up, over repetitions that
+// together last at least g_min_seconds.
+double TimeIt(const std::function<void()>& fn) {
+  using Clock = std::chrono::steady_clock;
+  fn();
+  const auto probe_start = Clock::now();
+  fn();
+  const double probe =
+      std::chrono::duration<double>(Clock::now() - probe_start).count();
+  const int reps = std::clamp(
+      static_cast<int>(g_min_seconds / 7 / std::max(probe, 1e-7)), 1, 100000);
+  std::vector<double> samples;
+  const auto bench_start = Clock::now();
+  while (samples.size() < 7 ||
+         std::chrono::duration<double>(Clock::now() - bench_start).count() <
+             g_min_seconds) {
+    const auto start = Clock::now();
+    for (int i = 0; i < reps; ++i) fn();
+    samples.push_back(
+        std::chrono::duration<double>(Clock::now() - start).count() / reps);
+    if (samples.size() >= 200) break;
+  }
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+std::vector<float> Random(int64_t n, uint64_t seed, float lo = -1.0f,
+                          float hi = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// ---- Machine limits ------------------------------------------------------
+
+// FLOP/s of one large square oneDNN matmul (the best the library does here).
+double GemmPeak(dnnl::memory::data_type type, int64_t n) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const dnnl::memory::desc a_md({n, n}, type, tag::ab);
+  const dnnl::memory::desc b_any({n, n}, type, tag::any);
+  const dnnl::memory::desc c_md({n, n}, dt::f32, tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_any, c_md),
+                                  engine);
+  dnnl::memory a(a_md, engine), b(pd.weights_desc(), engine), c(c_md, engine);
+  std::memset(a.get_data_handle(), 0x3c, a_md.get_size());
+  std::memset(b.get_data_handle(), 0x3c, pd.weights_desc().get_size());
+  dnnl::matmul mm(pd);
+  const double s = TimeIt([&] {
+    mm.execute(stream,
+               {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    stream.wait();
+  });
+  std::printf("  %-40s %s\n", "", pd.impl_info_str());
+  return 2.0 * n * n * n / s;
+}
+
+// Bytes/s of an in-place read-modify-write sweep (x = 0.999 x) over `bytes`,
+// on all threads: the access pattern of a recurrent state update.
+double ReadWriteBandwidth(int64_t bytes) {
+  const int64_t n = bytes / sizeof(float);
+  std::vector<float> x(n, 1.0f);
+  float* p = x.data();
+  const double s = TimeIt([&] {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] *= 0.999f;
+  });
+  return 2.0 * bytes / s;
+}
+
+// Bytes/s of a read-only sweep (a sum) over `bytes`, on all threads: the
+// access pattern of streaming a layer's weights.
+double ReadBandwidth(int64_t bytes) {
+  const int64_t n = bytes / sizeof(float);
+  std::vector<float> x(n, 1.0f);
+  const float* p = x.data();
+  volatile float sink = 0;
+  const double s = TimeIt([&] {
+    float sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) sum += p[i];
+    sink = sum;
+  });
+  (void)sink;
+  return bytes / s;
+}
+
+// ---- Kernels ---------------------------------------------------------------
+
+struct RuleCase {
+  UpdateRule rule;
+  bool normalize;
+  const char* name;
+};
+
+const RuleCase kRules[] = {
+    {UpdateRule::kAdditive, false, "additive (linear_attn)"},
+    {UpdateRule::kAdditive, true, "additive+z (performer)"},
+    {UpdateRule::kFixedDecay, false, "fixed decay (retnet)"},
+    {UpdateRule::kVectorDecay, false, "vector decay (gla)"},
+    {UpdateRule::kDelta, false, "delta (delta_net)"},
+    {UpdateRule::kGatedDelta, false, "gated delta (gdn)"},
+};
+
+// Inputs for `rows` rows of H heads, realistic for the rule.
+struct Inputs {
+  std::vector<float> q, k, v, log_decay, beta, head_log_decay;
+  AttentionSpec spec;
+  AttentionInputs view;
+};
+
+Inputs MakeInputs(const RuleCase& rc, int64_t rows, int heads, int dk, int dv) {
+  Inputs in;
+  in.spec = {.rule = rc.rule,
+             .num_heads = heads,
+             .key_dim = dk,
+             .value_dim = dv,
+             .normalize = rc.normalize};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
+  in.q = Random(rows * heads * dk, 1);
+  in.k = Random(rows * heads * dk, 2);
+  in.v = Random(rows * heads * dv, 3);
+  for (float& x : in.q) x *= scale;
+  if (rc.normalize) {
+    for (float& x : in.q) x = std::fabs(x);
+    for (float& x : in.k) x = std::fabs(x);
+  }
+  if (rc.rule == UpdateRule::kDelta || rc.rule == UpdateRule::kGatedDelta) {
+    for (int64_t r = 0; r < rows * heads; ++r) {  // l2-normalised keys
+      float* k = &in.k[r * dk];
+      double ss = 0;
+      for (int i = 0; i < dk; ++i) ss += k[i] * k[i];
+      for (int i = 0; i < dk; ++i) k[i] /= std::sqrt(ss + 1e-6);
+    }
+    in.beta = Random(rows * heads, 4, 0.05f, 0.95f);
+  }
+  if (rc.rule == UpdateRule::kVectorDecay) {
+    in.log_decay = Random(rows * heads * dk, 5, -0.3f, -0.001f);
+  }
+  if (rc.rule == UpdateRule::kGatedDelta) {
+    in.log_decay = Random(rows * heads, 5, -0.3f, -0.001f);
+  }
+  for (int h = 0; h < heads; ++h) {
+    in.head_log_decay.push_back(std::log(1.0f - std::exp2(-5.0f - h)));
+  }
+  in.spec.head_log_decay = in.head_log_decay.data();
+  in.view = {.q = in.q.data(),
+             .k = in.k.data(),
+             .v = in.v.data(),
+             .log_decay = in.log_decay.empty() ? nullptr : in.log_decay.data(),
+             .beta = in.beta.empty() ? nullptr : in.beta.data()};
+  return in;
+}
+
+void BenchDense(double bf16_peak, double f32_peak) {
+  std::printf("\n== Dense layer (y = x W^T, D x D weights)\n");
+  std::printf("  %-6s %-5s %-5s %10s %9s %12s %9s  %s\n", "D", "type", "M",
+              "GFLOP/s", "of peak", "weight GB/s", "of read", "kernel");
+  for (int d : {1024, 2048}) {
+    const auto w = Random(int64_t{d} * d, 7);
+    for (DType type : {DType::kBfloat16, DType::kFloat32}) {
+      auto layer = DenseLayer::Create({.weights = w.data(),
+                                       .out_features = d,
+                                       .in_features = d,
+                                       .compute_type = type});
+      if (!layer.ok()) {
+        std::printf("  D=%d %s: %s\n", d, std::string(DTypeName(type)).c_str(),
+                    std::string(layer.status().message()).c_str());
+        continue;
+      }
+      const DType real = (*layer)->compute_type();
+      // The limit for small M: reading the packed weights once per call.
+      const double bandwidth = ReadBandwidth((*layer)->packed_weight_bytes());
+      const double peak = real == DType::kBfloat16 ? bf16_peak : f32_peak;
+      for (int64_t m : {1, 8, 64, 512}) {
+        const auto x = Random(m * d, 8);
+        std::vector<float> y(m * d);
+        const double s =
+            TimeIt([&] { (*layer)->Forward(x.data(), m, y.data()); });
+        const double flops = 2.0 * m * d * d / s;
+        const double weight_bw = (*layer)->packed_weight_bytes() / s;
+        std::printf("  %-6d %-5s %-5lld %10.1f %8.1f%% %12.1f %8.1f%%  %s\n", d,
+                    std::string(DTypeName(real)).c_str(),
+                    static_cast<long long>(m), flops / 1e9, 100 * flops / peak,
+                    weight_bw / 1e9, 100 * weight_bw / bandwidth,
+                    (*layer)->KernelName(m).c_str());
+      }
+    }
+  }
+}
+
+void BenchRecurrentStep() {
+  const int heads = 8, dk = 128, dv = 128;
+  const int64_t state_floats = int64_t{heads} * dk * dv;
+  std::printf(
+      "\n== Recurrent step (H=%d, K=V=%d, %lld KiB of state per session)\n",
+      heads, dk, static_cast<long long>(state_floats * 4 / 1024));
+  std::printf("  %-24s %4s %12s %10s %9s\n", "rule", "B", "steps/s",
+              "state GB/s", "of bw");
+  for (int batch : {1, 16, 64}) {
+    // Bandwidth of the same access pattern on the same working set.
+    const double bw = ReadWriteBandwidth(batch * state_floats * 4);
+    std::printf("  %-24s %4d %12s %10.1f %9s\n", "(read+write bandwidth)",
+                batch, "", bw / 1e9, "");
+    for (const RuleCase& rc : kRules) {
+      Inputs in = MakeInputs(rc, batch, heads, dk, dv);
+      std::vector<float> s(batch * state_floats, 0.0f);
+      std::vector<float> z(batch * heads * dk, 0.0f);
+      std::vector<AttentionState> states(batch);
+      for (int b = 0; b < batch; ++b) {
+        states[b] = {.s = &s[b * state_floats],
+                     .z = rc.normalize ? &z[b * heads * dk] : nullptr};
+      }
+      std::vector<float> out(batch * heads * dv);
+      const double sec = TimeIt([&] {
+        RecurrentStep(in.spec, batch, in.view, states.data(), out.data());
+      });
+      const double bytes = 2.0 * batch * state_floats * 4;  // read + write
+      std::printf("  %-24s %4d %12.0f %10.1f %8.1f%%\n", rc.name, batch,
+                  1 / sec, bytes / sec / 1e9, 100 * bytes / sec / bw);
+    }
+  }
+}
+
+void BenchPrefill(bool quick) {
+  const int heads = 8, dk = 128, dv = 128, d_model = 1024;
+  const int64_t tokens = 4096;
+  std::printf(
+      "\n== Chunkwise prefill (T=%lld, H=%d, K=V=%d, chunk %d) vs the "
+      "projections of a D=%d layer\n",
+      static_cast<long long>(tokens), heads, dk, dv, kDefaultChunkSize,
+      d_model);
+  // The layer's projection GEMMs: q, k, v, output gate and o_proj, each
+  // D x D on T tokens, in bf16 (the serving default).
+  const auto w = Random(int64_t{d_model} * d_model, 9);
+  auto proj = DenseLayer::Create({.weights = w.data(),
+                                  .out_features = d_model,
+                                  .in_features = d_model,
+                                  .compute_type = DType::kBfloat16});
+  if (!proj.ok()) return;
+  const auto x = Random(tokens * d_model, 10);
+  std::vector<float> y(tokens * d_model);
+  const double one_proj =
+      TimeIt([&] { (*proj)->Forward(x.data(), tokens, y.data()); });
+  const double projections = 5 * one_proj;
+  std::printf("  projections: 5 x [%lld x %d x %d] %s GEMMs: %.2f ms\n",
+              static_cast<long long>(tokens), d_model, d_model,
+              std::string(DTypeName((*proj)->compute_type())).c_str(),
+              projections * 1e3);
+  std::printf("  %-24s %12s %10s %10s %14s\n", "rule", "tokens/s", "ms",
+              "GFLOP/s", "share of layer");
+  for (const RuleCase& rc : kRules) {
+    Inputs in = MakeInputs(rc, tokens, heads, dk, dv);
+    std::vector<float> s(int64_t{heads} * dk * dv);
+    std::vector<float> z(heads * dk);
+    std::vector<float> out(tokens * heads * dv);
+    const double sec = TimeIt([&] {
+      std::fill(s.begin(), s.end(), 0.0f);
+      std::fill(z.begin(), z.end(), 0.0f);
+      ChunkwiseForward(in.spec, tokens, in.view,
+                       {.s = s.data(), .z = rc.normalize ? z.data() : nullptr},
+                       out.data());
+    });
+    // Useful FLOPs of the chunk form with C = 64 (per head and chunk:
+    // Q S, Q K^T, P V, K^T V; the delta rules add W S and the solve).
+    const double c = kDefaultChunkSize;
+    double per_chunk = 2 * c * dk * dv * 2 + 2 * c * c * dk + 2 * c * c * dv;
+    if (rc.rule == UpdateRule::kDelta || rc.rule == UpdateRule::kGatedDelta) {
+      per_chunk += 2 * c * dk * dv + 2 * c * c * dk + c * c * (dk + dv);
+    }
+    const double flops = per_chunk * heads * (tokens / c);
+    std::printf("  %-24s %12.0f %10.2f %10.1f %13.1f%%\n", rc.name,
+                tokens / sec, sec * 1e3, flops / sec / 1e9,
+                100 * sec / (sec + projections));
+    if (quick) break;
+  }
+}
+
+int Main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") quick = true;
+  }
+  if (quick) g_min_seconds = 0.05;
+  const CpuFeatures& f = DetectedCpuFeatures();
+  std::printf("linserve kernels_bench\n");
+  std::printf(
+      "  threads %d, kernel ISA %s, avx512f %d, avx512_bf16 %d, amx_bf16 %d, "
+      "oneDNN ISA cap %s\n",
+      omp_get_max_threads(),
+      std::string(KernelIsaName(ActiveKernelIsa())).c_str(), f.avx512f,
+      f.avx512_bf16, f.amx_bf16,
+      std::getenv("ONEDNN_MAX_CPU_ISA") ? std::getenv("ONEDNN_MAX_CPU_ISA")
+                                        : "none");
+
+  std::printf("\n== Machine limits\n");
+  const int64_t n = quick ? 1024 : 2048;
+  const double bf16_peak = GemmPeak(dnnl::memory::data_type::bf16, n);
+  std::printf("  %-40s %10.1f GFLOP/s\n", "oneDNN bf16 GEMM peak (n^3)",
+              bf16_peak / 1e9);
+  const double f32_peak = GemmPeak(dnnl::memory::data_type::f32, n);
+  std::printf("  %-40s %10.1f GFLOP/s\n", "oneDNN f32 GEMM peak (n^3)",
+              f32_peak / 1e9);
+  for (int64_t mib : {8, 64, 256}) {
+    std::printf("  read bandwidth (%3lld MiB) %24.1f GB/s\n",
+                static_cast<long long>(mib), ReadBandwidth(mib << 20) / 1e9);
+  }
+
+  BenchDense(bf16_peak, f32_peak);
+  BenchRecurrentStep();
+  BenchPrefill(quick);
+  return 0;
+}
+
+}  // namespace
+}  // namespace linserve::kernels
+
+int main(int argc, char** argv) { return linserve::kernels::Main(argc, argv); }

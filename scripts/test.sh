@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds, and runs every test with ctest: the
+# README's test command and what CI runs. Works on a fresh Debian bookworm
+# machine as root.
+#   bash scripts/test.sh                          # RelWithDebInfo, build/
+#   LINSERVE_SANITIZE=address bash scripts/test.sh  # build-address/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+if [[ -n "${LINSERVE_SANITIZE:-}" ]]; then
+  export BUILD_DIR="${BUILD_DIR:-build-${LINSERVE_SANITIZE}}"
+fi
+export BUILD_DIR="${BUILD_DIR:-build}"
+bash scripts/build.sh
+
+cd "$BUILD_DIR"
+ctest --output-on-failure --timeout 900 -j "${JOBS:-$(nproc)}"
