@@ -17,6 +17,8 @@ build_packages=(
   libdnnl-dev ocl-icd-opencl-dev
   prometheus-cpp-dev
   libsentencepiece-dev
+  # config.json and safetensors headers.
+  nlohmann-json3-dev
   # Tests and benchmarks.
   catch2 libbenchmark-dev
   # Format check.
