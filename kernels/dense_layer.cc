@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -153,17 +154,25 @@ absl::StatusOr<std::unique_ptr<DenseLayer>> DenseLayer::Create(
   try {
     dnnl::engine& engine = CpuEngine();
     const dnnl::memory::dims weight_dims = {impl->in, impl->out};
-    const dnnl::memory::desc any_weights(weight_dims, ToDnnl(impl->compute),
-                                         tag::any);
-    auto pd = impl->MakePrimitiveDesc(kMaxBlockRows, any_weights);
-    if (impl->compute == DType::kBfloat16 && IsReferenceKernel(pd)) {
-      // No native bf16 GEMM on this CPU (or ONEDNN_MAX_CPU_ISA caps it):
-      // the reference kernel is orders of magnitude slower than f32.
-      impl->compute = DType::kFloat32;
+    const dnnl::memory::desc any_weights(weight_dims, dt::bf16, tag::any);
+    std::optional<dnnl::matmul::primitive_desc> pd;
+    if (impl->compute == DType::kBfloat16) {
+      // Without AVX-512 (or with ONEDNN_MAX_CPU_ISA capping it) oneDNN has
+      // no bf16 matmul, or only a reference kernel orders of magnitude slower
+      // than f32: compute in f32 then.
+      try {
+        pd = impl->MakePrimitiveDesc(kMaxBlockRows, any_weights);
+        if (IsReferenceKernel(*pd)) pd.reset();
+      } catch (const dnnl::error&) {
+        pd.reset();
+      }
+      if (!pd) impl->compute = DType::kFloat32;
+    }
+    if (!pd) {
       pd = impl->MakePrimitiveDesc(
           kMaxBlockRows, dnnl::memory::desc(weight_dims, dt::f32, tag::any));
     }
-    impl->weights_desc = pd.weights_desc();
+    impl->weights_desc = pd->weights_desc();
 
     // The checkpoint's W [out, in] is the matmul's [K = in, N = out] in
     // column-major ("ba") order. f16 is widened here; oneDNN's reorder does
