@@ -1,0 +1,58 @@
+// The per-ISA bodies of ChunkwiseForward (kernels/linear_attention.h). The
+// public function resolves the call into a ChunkwiseProblem (strides filled
+// in, per-thread scratch allocated) and hands it to the body of the active
+// ISA. ChunkwiseProblem is plain data with no constructors, so the AVX-512
+// body can read it without compiling any header code for AVX-512.
+#ifndef LINSERVE_KERNELS_INTERNAL_LINEAR_ATTENTION_CHUNKWISE_H_
+#define LINSERVE_KERNELS_INTERNAL_LINEAR_ATTENTION_CHUNKWISE_H_
+
+#include <cstdint>
+
+#include "kernels/linear_attention.h"
+
+namespace linserve::kernels::internal {
+
+struct ChunkwiseProblem {
+  UpdateRule rule;
+  bool normalize;  // kAdditive only.
+  int num_heads;
+  int key_dim;
+  int value_dim;
+  int chunk_size;  // >= 1 and <= num_tokens.
+  int64_t num_tokens;
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* log_decay;
+  const float* beta;
+  const float* head_log_decay;
+  int64_t q_stride;  // Resolved: never 0.
+  int64_t k_stride;
+  int64_t v_stride;
+  float* s;    // [H, K, V]
+  float* z;    // [H, K] when normalize, else null.
+  float* out;  // [T, H, V]
+  // num_threads blocks of scratch_floats_per_thread floats, one per OpenMP
+  // thread of the head loop (thread i uses block i).
+  float* scratch;
+  int64_t scratch_floats_per_thread;
+  int num_threads;
+};
+
+// Floats of scratch one thread needs for one head's chunk loop.
+int64_t ChunkwiseScratchFloats(int key_dim, int value_dim, int chunk_size);
+
+void ChunkwiseForwardPortable(const ChunkwiseProblem& problem);
+
+}  // namespace linserve::kernels::internal
+
+namespace linserve::kernels::avx512::internal {
+
+// Defined only when LINSERVE_HAVE_AVX512_BODIES; called only when the CPU has
+// AVX-512. Same scratch layout as the portable body.
+void ChunkwiseForward(
+    const linserve::kernels::internal::ChunkwiseProblem& problem);
+
+}  // namespace linserve::kernels::avx512::internal
+
+#endif  // LINSERVE_KERNELS_INTERNAL_LINEAR_ATTENTION_CHUNKWISE_H_

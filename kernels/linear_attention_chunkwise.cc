@@ -1,0 +1,138 @@
+// ChunkwiseForward (kernels/linear_attention.h): the public entry, which
+// resolves strides, sizes the per-thread scratch and dispatches on the ISA,
+// and the portable body. The algorithm itself is shared with the AVX-512 body
+// through internal/linear_attention_chunkwise_body.inc; this file supplies
+// its portable primitives (loops the compiler vectorises, libm's exp).
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/internal/linear_attention_chunkwise.h"
+#include "kernels/internal/small_gemm.h"
+#include "kernels/linear_attention.h"
+
+namespace linserve::kernels {
+namespace internal {
+namespace portable_chunkwise {
+namespace {
+
+void Gemm(int m, int n, int k, const float* a, int64_t a_row_stride,
+          int64_t a_col_stride, const float* b, int64_t ldb, float* c,
+          int64_t ldc, int flags) {
+  SmallGemmPortable(m, n, k, a, a_row_stride, a_col_stride, b, ldb, c, ldc,
+                    flags);
+}
+
+void ExpInPlace(float* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+void Transpose(const float* src, int rows, int cols, int64_t lds, float* dst,
+               int64_t ldd) {
+  for (int i = 0; i < rows; ++i) {
+    for (int j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+  }
+}
+
+// a = (I + strict_lower(l))^-1 by forward substitution, row by row:
+// a_i = e_i - sum_{j<i} l_ij a_j (row j of a is zero beyond column j).
+void InvertUnitLower(const float* l, int64_t ldl, int n, float* a,
+                     int64_t lda) {
+  for (int i = 0; i < n; ++i) {
+    float* __restrict ai = a + i * lda;
+    std::fill(ai, ai + n, 0.0f);
+    ai[i] = 1.0f;
+    const float* li = l + i * ldl;
+    for (int j = 0; j < i; ++j) {
+      const float lij = li[j];
+      const float* __restrict aj = a + j * lda;
+#pragma omp simd
+      for (int t = 0; t <= j; ++t) ai[t] -= lij * aj[t];
+    }
+  }
+}
+
+#include "kernels/internal/linear_attention_chunkwise_body.inc"
+
+}  // namespace
+}  // namespace portable_chunkwise
+
+int64_t ChunkwiseScratchFloats(int key_dim, int value_dim, int chunk_size) {
+  return portable_chunkwise::ChunkScratchLayout(key_dim, value_dim, chunk_size)
+      .total;
+}
+
+void ChunkwiseForwardPortable(const ChunkwiseProblem& problem) {
+  portable_chunkwise::ChunkwiseAllHeads(problem);
+}
+
+}  // namespace internal
+
+namespace {
+
+// Below this many multiply-adds per call, OpenMP's fork/join costs more than
+// splitting the heads saves.
+constexpr int64_t kMinParallelWork = int64_t{1} << 18;
+// Scratch buffers start on a cache line (64 bytes).
+constexpr int64_t kAlignFloats = 16;
+
+}  // namespace
+
+void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
+                      const AttentionInputs& in, AttentionState state,
+                      float* out, int chunk_size) {
+  if (num_tokens <= 0 || spec.num_heads <= 0) return;
+  const int H = spec.num_heads;
+  const int K = spec.key_dim;
+  const int V = spec.value_dim;
+  const int64_t hk = int64_t{H} * K;
+  const int64_t hv = int64_t{H} * V;
+
+  internal::ChunkwiseProblem p{};
+  p.rule = spec.rule;
+  p.normalize = spec.rule == UpdateRule::kAdditive && spec.normalize;
+  p.num_heads = H;
+  p.key_dim = K;
+  p.value_dim = V;
+  // A chunk longer than the call only wastes scratch.
+  p.chunk_size =
+      static_cast<int>(std::min<int64_t>(std::max(chunk_size, 1), num_tokens));
+  p.num_tokens = num_tokens;
+  p.q = in.q;
+  p.k = in.k;
+  p.v = in.v;
+  p.log_decay = in.log_decay;
+  p.beta = in.beta;
+  p.head_log_decay = spec.head_log_decay;
+  p.q_stride = in.q_stride != 0 ? in.q_stride : hk;
+  p.k_stride = in.k_stride != 0 ? in.k_stride : hk;
+  p.v_stride = in.v_stride != 0 ? in.v_stride : hv;
+  p.s = state.s;
+  p.z = p.normalize ? state.z : nullptr;
+  p.out = out;
+
+  const int64_t work = num_tokens * H * K * V;
+  p.num_threads = work >= kMinParallelWork
+                      ? std::max(1, std::min(omp_get_max_threads(), H))
+                      : 1;
+  p.scratch_floats_per_thread =
+      internal::ChunkwiseScratchFloats(K, V, p.chunk_size);
+  std::vector<float> scratch(p.num_threads * p.scratch_floats_per_thread +
+                             kAlignFloats);
+  const uintptr_t base = reinterpret_cast<uintptr_t>(scratch.data());
+  const uintptr_t aligned = (base + 63) & ~uintptr_t{63};
+  p.scratch = scratch.data() + (aligned - base) / sizeof(float);
+
+#if LINSERVE_HAVE_AVX512_BODIES
+  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
+    return avx512::internal::ChunkwiseForward(p);
+  }
+#endif
+  internal::ChunkwiseForwardPortable(p);
+}
+
+}  // namespace linserve::kernels

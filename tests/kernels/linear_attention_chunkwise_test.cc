@@ -1,0 +1,406 @@
+// Tests of ChunkwiseForward (the chunkwise-parallel prefill form of the
+// linear-attention core) against the token-by-token scalar reference, for
+// every update rule and every kernel body this CPU supports, with the inputs
+// each model family really produces: l2-normalised keys and beta in (0,1) or
+// (0,2) for the delta rules, q scaled by K^-1/2, logsigmoid(x)/16 gates for
+// gla, -exp(A) softplus(a + dt_bias) decays for gated_deltanet and retnet's
+// gamma_h = 1 - 2^(-5-h); plus steep decays that would overflow a naive
+// chunk form (e^{-B}).
+//
+// Tolerances. The reference computes each token in double from the fp32 state
+// and rounds the state to fp32 after every token. The chunk form computes in
+// fp32 with another summation order: sums of length K and of up to C (chunk)
+// terms in each product, exp of decay differences (~1 ulp), and the state is
+// rounded once per chunk instead of once per token. Each of these is a few
+// ulp (2^-24 ~ 6e-8) relative to the data's scale, growing like sqrt of the
+// sum length; the delta rules add the triangular inverse (I + L)^-1, whose
+// entries stay O(1) for l2-normalised keys and beta < 2. Errors are measured
+// relative to the data's scale (MaxScaledDiff). Measured: at most 3.5e-6 for
+// T <= 65 and 8.5e-6 for T up to 4096 (gated_deltanet with beta in (0, 2);
+// the other rules stay below 3.5e-6): the fp32 state drifts from the
+// reference like a random walk over chunks, which decaying and delta rules
+// forget. The checks use 2e-5 for T <= 65 and 5e-5 above: a margin of ~6x
+// over the drift, yet an exponent off by 1e-3 in one decay already fails
+// (errors ~1e-3), and a wrong index, mask or missed beta gives 1e-2 to 1.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/linear_attention.h"
+#include "kernels/reference/linear_attention_reference.h"
+#include "tests/test_util.h"
+
+namespace linserve::kernels {
+namespace {
+
+using ::linserve::testing::AllFinite;
+using ::linserve::testing::KernelIsasToTest;
+using ::linserve::testing::MaxScaledDiff;
+using ::linserve::testing::RandomNormal;
+using ::linserve::testing::RandomVector;
+
+// One family's flavour of the update rules, as the model layers call them.
+struct Family {
+  const char* name;
+  UpdateRule rule;
+  bool normalize = false;
+  bool allow_neg_eigval = false;  // Delta rules: beta in (0, 2).
+};
+
+const Family kFamilies[] = {
+    {"linear_attn", UpdateRule::kAdditive},
+    {"linear_attn with the normaliser", UpdateRule::kAdditive, true},
+    {"retnet", UpdateRule::kFixedDecay},
+    {"gla", UpdateRule::kVectorDecay},
+    {"delta_net", UpdateRule::kDelta},
+    {"delta_net with negative eigenvalues", UpdateRule::kDelta, false, true},
+    {"gated_deltanet", UpdateRule::kGatedDelta},
+    {"gated_deltanet with negative eigenvalues", UpdateRule::kGatedDelta, false,
+     true},
+};
+
+// How fast the decaying rules forget.
+enum class Decay {
+  kRealistic,  // What trained models produce.
+  kSteep,      // gla: logsigmoid(-20..-10)/16 per step; gdn: up to -60.
+  // gla: logsigmoid(-300..5)/16, e^-140 across 16 tokens: beyond the
+  // reference-row trick, which must fall back to element-wise exponentials.
+  kExtreme,
+};
+
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float LogSigmoid(float x) { return -Softplus(-x); }
+
+void L2NormaliseHeads(std::vector<float>& x, int64_t rows, int64_t stride,
+                      int heads, int dim, float scale) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int h = 0; h < heads; ++h) {
+      float* p = x.data() + r * stride + int64_t{h} * dim;
+      double ss = 0.0;
+      for (int i = 0; i < dim; ++i) ss += double{p[i]} * p[i];
+      const float inv = scale / static_cast<float>(std::sqrt(ss + 1e-6));
+      for (int i = 0; i < dim; ++i) p[i] *= inv;
+    }
+  }
+}
+
+// T tokens of inputs for one family, with row strides larger than dense when
+// `strided` (the padding holds garbage).
+struct Problem {
+  AttentionSpec spec;
+  int64_t tokens = 0;
+  std::vector<float> q, k, v, log_decay, beta, head_log_decay;
+  int64_t q_stride = 0, k_stride = 0, v_stride = 0;
+
+  // The inputs from token t on.
+  AttentionInputs Inputs(int64_t t = 0) const {
+    const int H = spec.num_heads;
+    AttentionInputs in;
+    in.q = q.data() + t * q_stride;
+    in.k = k.data() + t * k_stride;
+    in.v = v.data() + t * v_stride;
+    if (!log_decay.empty()) {
+      const int64_t per_token = spec.rule == UpdateRule::kVectorDecay
+                                    ? int64_t{H} * spec.key_dim
+                                    : int64_t{H};
+      in.log_decay = log_decay.data() + t * per_token;
+    }
+    if (!beta.empty()) in.beta = beta.data() + t * H;
+    in.q_stride = q_stride;
+    in.k_stride = k_stride;
+    in.v_stride = v_stride;
+    return in;
+  }
+};
+
+Problem MakeProblem(const Family& f, int H, int K, int V, int64_t T,
+                    bool strided, uint64_t seed,
+                    Decay decay = Decay::kRealistic) {
+  Problem p;
+  p.spec.rule = f.rule;
+  p.spec.num_heads = H;
+  p.spec.key_dim = K;
+  p.spec.value_dim = V;
+  p.spec.normalize = f.normalize;
+  p.tokens = T;
+  const int64_t hk = int64_t{H} * K;
+  const int64_t hv = int64_t{H} * V;
+  p.q_stride = strided ? 3 * hk + 5 : hk;
+  p.k_stride = strided ? hk + 7 : hk;
+  p.v_stride = strided ? 2 * hv + 1 : hv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(K));
+  if (f.rule == UpdateRule::kAdditive && f.normalize) {
+    // Positive feature maps (elu+1, relu, ...) keep q . z away from 0.
+    p.q = RandomVector(T * p.q_stride, seed + 1, 0.0f, scale);
+    p.k = RandomVector(T * p.k_stride, seed + 2, 0.0f, 1.0f);
+  } else {
+    p.q = RandomNormal(T * p.q_stride, seed + 1, scale);
+    p.k = RandomNormal(T * p.k_stride, seed + 2, scale);
+  }
+  p.v = RandomNormal(T * p.v_stride, seed + 3, 1.0f);
+  switch (f.rule) {
+    case UpdateRule::kAdditive:
+      break;
+    case UpdateRule::kFixedDecay:
+      // gamma_h = 1 - 2^(-5-h); steep: gamma_h = 0.3^(h+1).
+      for (int h = 0; h < H; ++h) {
+        p.head_log_decay.push_back(static_cast<float>(
+            decay == Decay::kRealistic ? std::log(1.0 - std::exp2(-5.0 - h))
+                                       : (h + 1) * std::log(0.3)));
+      }
+      p.spec.head_log_decay = p.head_log_decay.data();
+      break;
+    case UpdateRule::kVectorDecay:
+      // gk = logsigmoid(x) / 16.
+      if (decay == Decay::kRealistic) {
+        p.log_decay = RandomNormal(T * hk, seed + 4, 2.0f);
+      } else if (decay == Decay::kSteep) {
+        p.log_decay = RandomVector(T * hk, seed + 4, -20.0f, -10.0f);
+      } else {
+        p.log_decay = RandomVector(T * hk, seed + 4, -300.0f, 5.0f);
+      }
+      for (float& g : p.log_decay) g = LogSigmoid(g) / 16.0f;
+      break;
+    case UpdateRule::kGatedDelta: {
+      // gdec = -exp(A_log[h]) * softplus(a + dt_bias[h]), A in [1, 16],
+      // dt = softplus(dt_bias) in [1e-3, 1e-1] (fla's initialisation);
+      // steep: A in [16, 64] and a shifted up, so gdec reaches ~ -60.
+      const bool steep = decay != Decay::kRealistic;
+      const std::vector<float> a_coef = RandomVector(
+          H, seed + 5, steep ? 16.0f : 1.0f, steep ? 64.0f : 16.0f);
+      const std::vector<float> dt = RandomVector(H, seed + 6, 1e-3f, 1e-1f);
+      p.log_decay = RandomNormal(T * H, seed + 7, steep ? 2.0f : 1.0f);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int h = 0; h < H; ++h) {
+          const float dt_bias = std::log(std::expm1(dt[h]));
+          float& g = p.log_decay[t * H + h];
+          g = -a_coef[h] * Softplus(g + dt_bias + (steep ? 3.0f : 0.0f));
+        }
+      }
+      [[fallthrough]];
+    }
+    case UpdateRule::kDelta: {
+      L2NormaliseHeads(p.q, T, p.q_stride, H, K, scale);
+      L2NormaliseHeads(p.k, T, p.k_stride, H, K, 1.0f);
+      p.beta = RandomNormal(T * H, seed + 8, 2.0f);
+      for (float& b : p.beta) {
+        b = (f.allow_neg_eigval ? 2.0f : 1.0f) * Sigmoid(b);
+      }
+      break;
+    }
+  }
+  return p;
+}
+
+// One session's state: zero, or what some history left behind.
+struct State {
+  std::vector<float> s, z;
+
+  State(const AttentionSpec& spec, bool nonzero, uint64_t seed) {
+    const int64_t ss = int64_t{spec.num_heads} * spec.key_dim * spec.value_dim;
+    const int64_t zs = int64_t{spec.num_heads} * spec.key_dim;
+    s = nonzero ? RandomNormal(ss, seed + 100, 0.5f)
+                : std::vector<float>(ss, 0.0f);
+    if (spec.normalize) {
+      // z is a sum of past (positive) keys.
+      z = nonzero ? RandomVector(zs, seed + 200, 0.0f, 8.0f)
+                  : std::vector<float>(zs, 0.0f);
+    }
+  }
+
+  AttentionState View() { return {s.data(), z.empty() ? nullptr : z.data()}; }
+};
+
+std::string Describe(const Family& f, KernelIsa isa, int H, int K, int V,
+                     int64_t T, int chunk, bool nonzero, bool strided) {
+  return std::string(f.name) + " isa=" + std::string(KernelIsaName(isa)) +
+         " H=" + std::to_string(H) + " K=" + std::to_string(K) +
+         " V=" + std::to_string(V) + " T=" + std::to_string(T) +
+         " chunk=" + std::to_string(chunk) +
+         (nonzero ? " nonzero-state" : " zero-state") +
+         (strided ? " strided" : " dense");
+}
+
+// See the file comment.
+float ToleranceFor(int64_t T) { return T <= 65 ? 2e-5f : 5e-5f; }
+
+struct Shape {
+  int heads, k, v;
+  std::vector<int64_t> tokens;
+};
+
+// The reference is O(T H K V) in double: long sequences only for small heads.
+const Shape kShapes[] = {
+    {2, 16, 16, {1, 63, 64, 65, 1000, 4096}},
+    {2, 32, 32, {4096}},
+    {2, 64, 64, {1, 63, 64, 65, 1000}},
+    {2, 128, 128, {1, 63, 64, 65, 300}},
+    {1, 256, 256, {1, 65, 130}},
+    {3, 48, 48, {1, 63, 64, 65, 1000}},
+    {2, 32, 80, {1, 63, 65, 1000}},
+    {2, 128, 64, {64, 129}},
+};
+
+// Runs the reference once per problem and ChunkwiseForward for every ISA and
+// chunk size.
+void CheckMatchesReference(const Family& f, Decay decay, const Shape* shapes,
+                           int num_shapes, const std::vector<int>& chunks) {
+  uint64_t seed = 7000;
+  for (int si = 0; si < num_shapes; ++si) {
+    const Shape& sh = shapes[si];
+    for (int64_t T : sh.tokens) {
+      for (bool nonzero : {false, true}) {
+        const bool strided = (T + (nonzero ? 1 : 0)) % 2 == 1;
+        const Problem p =
+            MakeProblem(f, sh.heads, sh.k, sh.v, T, strided, ++seed, decay);
+        State want(p.spec, nonzero, seed);
+        std::vector<float> ref(T * sh.heads * sh.v, NAN);
+        reference::ReferenceLinearAttention(p.spec, T, p.Inputs(), want.View(),
+                                            ref.data());
+        for (KernelIsa isa : KernelIsasToTest()) {
+          ScopedKernelIsa scope(isa);
+          for (int chunk : chunks) {
+            State got(p.spec, nonzero, seed);
+            std::vector<float> out(ref.size(), NAN);
+            ChunkwiseForward(p.spec, T, p.Inputs(), got.View(), out.data(),
+                             chunk);
+            INFO(Describe(f, isa, sh.heads, sh.k, sh.v, T, chunk, nonzero,
+                          strided));
+            REQUIRE(AllFinite(out));
+            REQUIRE(AllFinite(got.s));
+            const float tol = ToleranceFor(T);
+            CHECK(MaxScaledDiff(out, ref) <= tol);
+            CHECK(MaxScaledDiff(got.s, want.s) <= tol);
+            if (f.normalize) CHECK(MaxScaledDiff(got.z, want.z) <= tol);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("ChunkwiseForward equals the token-by-token reference for every rule",
+          "[linear_attention][chunkwise]") {
+  for (const Family& f : kFamilies) {
+    SECTION(f.name) {
+      CheckMatchesReference(f, Decay::kRealistic, kShapes,
+                            static_cast<int>(std::size(kShapes)), {64, 17});
+    }
+  }
+}
+
+TEST_CASE(
+    "ChunkwiseForward stays exact with decays steep enough to overflow a "
+    "naive chunk form",
+    "[linear_attention][chunkwise]") {
+  // e^{-B} over a 64-token chunk of logsigmoid(-20)/16 gates is e^80 (and
+  // e^1200 for logsigmoid(-300)/16): inf in fp32.
+  const Shape shapes[] = {{2, 32, 32, {63, 1000}}, {2, 64, 48, {4096}}};
+  for (const Family& f : kFamilies) {
+    if (f.rule != UpdateRule::kVectorDecay &&
+        f.rule != UpdateRule::kGatedDelta &&
+        f.rule != UpdateRule::kFixedDecay) {
+      continue;
+    }
+    for (Decay decay : {Decay::kSteep, Decay::kExtreme}) {
+      if (decay == Decay::kExtreme && f.rule != UpdateRule::kVectorDecay) {
+        continue;
+      }
+      INFO((decay == Decay::kSteep ? "steep" : "extreme") << " decays");
+      CheckMatchesReference(f, decay, shapes, 2, {64, 48});
+    }
+  }
+}
+
+TEST_CASE(
+    "any split of the tokens into ChunkwiseForward and RecurrentForward calls "
+    "gives the same outputs and state as one call",
+    "[linear_attention][chunkwise]") {
+  const int H = 2, K = 48, V = 32;
+  const int64_t T = 300;
+  for (const Family& f : kFamilies) {
+    for (KernelIsa isa : KernelIsasToTest()) {
+      ScopedKernelIsa scope(isa);
+      const Problem p = MakeProblem(f, H, K, V, T, /*strided=*/true, 91);
+      State whole(p.spec, /*nonzero=*/true, 92);
+      std::vector<float> out_whole(T * H * V, NAN);
+      ChunkwiseForward(p.spec, T, p.Inputs(), whole.View(), out_whole.data());
+      std::mt19937 rng(93);
+      for (int trial = 0; trial < 4; ++trial) {
+        State split(p.spec, /*nonzero=*/true, 92);
+        std::vector<float> out_split(T * H * V, NAN);
+        std::string pieces;
+        for (int64_t t = 0; t < T;) {
+          // Pieces of 1..130 tokens, each with its own chunk size; every
+          // fourth piece decodes token by token instead.
+          const int64_t len =
+              std::min<int64_t>(T - t, 1 + static_cast<int64_t>(rng() % 130));
+          const int chunk =
+              std::vector<int>{1, 3, 16, 17, 48, 64, 128}[rng() % 7];
+          const bool recurrent = rng() % 4 == 0;
+          if (recurrent) {
+            RecurrentForward(p.spec, len, p.Inputs(t), split.View(),
+                             out_split.data() + t * H * V);
+          } else {
+            ChunkwiseForward(p.spec, len, p.Inputs(t), split.View(),
+                             out_split.data() + t * H * V, chunk);
+          }
+          pieces += " " + std::to_string(len) +
+                    (recurrent ? "r" : "c" + std::to_string(chunk));
+          t += len;
+        }
+        INFO(f.name << " isa=" << KernelIsaName(isa) << " pieces:" << pieces);
+        REQUIRE(AllFinite(out_split));
+        // Both sides are fp32 forms that differ only in where chunks (and
+        // the state's rounding) fall: rounding-level differences (measured:
+        // below 1e-6).
+        CHECK(MaxScaledDiff(out_split, out_whole) <= 2e-5f);
+        CHECK(MaxScaledDiff(split.s, whole.s) <= 2e-5f);
+        if (f.normalize) CHECK(MaxScaledDiff(split.z, whole.z) <= 2e-5f);
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "100k tokens of a decaying rule stay finite and match token-by-token "
+    "decode",
+    "[linear_attention][chunkwise]") {
+  const int H = 2, K = 16, V = 16;
+  const int64_t T = 100000;
+  for (const Family& f : kFamilies) {
+    if (f.rule != UpdateRule::kFixedDecay &&
+        f.rule != UpdateRule::kVectorDecay &&
+        !(f.rule == UpdateRule::kGatedDelta && !f.allow_neg_eigval)) {
+      continue;
+    }
+    const Problem p = MakeProblem(f, H, K, V, T, /*strided=*/false, 61);
+    State want(p.spec, /*nonzero=*/true, 62);
+    std::vector<float> ref(T * H * V, NAN);
+    reference::ReferenceLinearAttention(p.spec, T, p.Inputs(), want.View(),
+                                        ref.data());
+    for (KernelIsa isa : KernelIsasToTest()) {
+      ScopedKernelIsa scope(isa);
+      State got(p.spec, /*nonzero=*/true, 62);
+      std::vector<float> out(ref.size(), NAN);
+      ChunkwiseForward(p.spec, T, p.Inputs(), got.View(), out.data());
+      INFO(f.name << " isa=" << KernelIsaName(isa));
+      REQUIRE(AllFinite(out));
+      REQUIRE(AllFinite(got.s));
+      // Decay bounds the state, so errors do not accumulate beyond the
+      // per-chunk rounding (measured: below 1e-6; see the file comment).
+      CHECK(MaxScaledDiff(out, ref) <= 2e-5f);
+      CHECK(MaxScaledDiff(got.s, want.s) <= 2e-5f);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace linserve::kernels
