@@ -268,8 +268,7 @@ void BenchPrefill(bool quick) {
   std::printf(
       "\n== Chunkwise prefill (T=%lld, H=%d, K=V=%d, chunk %d) vs the "
       "projections of a D=%d layer\n",
-      static_cast<long long>(tokens), heads, dk, kDefaultChunkSize,
-      d_model);
+      static_cast<long long>(tokens), heads, dk, kDefaultChunkSize, d_model);
   // The layer's projection GEMMs: q, k, v, output gate and o_proj, each
   // D x D on T tokens, in bf16 (the serving default).
   const auto w = Random(int64_t{d_model} * d_model, 9);

@@ -2,10 +2,10 @@
 //
 // Each function has an AVX-512 body and a portable body, chosen per call by
 // ActiveKernelIsa() (kernels/cpu_features.h); both give the same results up to
-// float rounding (tests/kernels/elementwise_test.cc states the tolerances). Rows are
-// contiguous: row r of a [rows, dim] array starts at r * dim. Unless noted,
-// the output may alias the input (in-place use is allowed). Thread-safe: no
-// state, no allocation.
+// float rounding (tests/kernels/elementwise_test.cc states the tolerances).
+// Rows are contiguous: row r of a [rows, dim] array starts at r * dim. Unless
+// noted, the output may alias the input (in-place use is allowed). Thread-safe:
+// no state, no allocation.
 //
 //   RmsNorm(hidden, norm_weight, num_tokens, hidden_size, 1e-6f, normed);
 //   SwiGlu(gate, up, num_tokens * intermediate_size, mlp_hidden);
