@@ -11,6 +11,7 @@
 //            a D = 1024 layer's time next to its projection GEMMs
 //
 // Usage: kernels_bench [--quick]   (--quick: shorter timing, for smoke runs)
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -95,34 +96,102 @@ double GemmPeak(dnnl::memory::data_type type, int64_t n) {
   return 2.0 * n * n * n / s;
 }
 
-// Bytes/s of an in-place read-modify-write sweep (x = 0.999 x) over `bytes`,
-// on all threads: the access pattern of a recurrent state update.
+// The bandwidth probes below are the best streams this CPU runs: AVX-512
+// bodies where available (so that the kernels are not compared with a slower
+// loop), else plain loops with independent accumulators. They run on all
+// threads over a buffer of the working-set size asked for.
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) float SumAvx512(const float* p, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+  }
+  float sum = _mm512_reduce_add_ps(
+      _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; i < n; ++i) sum += p[i];
+  return sum;
+}
+
+__attribute__((target("avx512f"))) void ScaleAvx512(float* p, int64_t n) {
+  const __m512 f = _mm512_set1_ps(0.999f);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    _mm512_storeu_ps(p + i, _mm512_mul_ps(f, _mm512_loadu_ps(p + i)));
+    _mm512_storeu_ps(p + i + 16, _mm512_mul_ps(f, _mm512_loadu_ps(p + i + 16)));
+  }
+  for (; i < n; ++i) p[i] *= 0.999f;
+}
+#endif
+
+bool UseAvx512() { return ActiveKernelIsa() == KernelIsa::kAvx512; }
+
+float SumPortable(const float* p, int64_t n) {
+  float acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+  }
+  float sum = 0;
+  for (; i < n; ++i) sum += p[i];
+  for (float a : acc) sum += a;
+  return sum;
+}
+
+float Sum(const float* p, int64_t n) {
+#if defined(__x86_64__)
+  if (UseAvx512()) return SumAvx512(p, n);
+#endif
+  return SumPortable(p, n);
+}
+
+void Scale(float* p, int64_t n) {
+#if defined(__x86_64__)
+  if (UseAvx512()) return ScaleAvx512(p, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) p[i] *= 0.999f;
+}
+
+// Splits [0, n) into one contiguous range per thread and runs fn on each.
+template <typename Fn>
+void ForEachThreadRange(int64_t n, Fn fn) {
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads();
+    const int64_t t = omp_get_thread_num();
+    const int64_t begin = n * t / threads / 16 * 16;
+    const int64_t end = t + 1 == threads ? n : n * (t + 1) / threads / 16 * 16;
+    fn(begin, end);
+  }
+}
+
+// Bytes/s of a read-only sweep over `bytes`: streaming a layer's weights.
+double ReadBandwidth(int64_t bytes) {
+  const int64_t n = bytes / sizeof(float);
+  std::vector<float> x(n, 1.0f);
+  const float* p = x.data();
+  std::vector<float> sums(256);
+  const double s = TimeIt([&] {
+    ForEachThreadRange(n, [&](int64_t b, int64_t e) {
+      sums[omp_get_thread_num()] += Sum(p + b, e - b);
+    });
+  });
+  return bytes / s;
+}
+
+// Bytes/s (read + written) of an in-place read-modify-write sweep over
+// `bytes`: the access pattern of a recurrent state update.
 double ReadWriteBandwidth(int64_t bytes) {
   const int64_t n = bytes / sizeof(float);
   std::vector<float> x(n, 1.0f);
   float* p = x.data();
   const double s = TimeIt([&] {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] *= 0.999f;
+    ForEachThreadRange(n, [&](int64_t b, int64_t e) { Scale(p + b, e - b); });
   });
   return 2.0 * bytes / s;
-}
-
-// Bytes/s of a read-only sweep (a sum) over `bytes`, on all threads: the
-// access pattern of streaming a layer's weights.
-double ReadBandwidth(int64_t bytes) {
-  const int64_t n = bytes / sizeof(float);
-  std::vector<float> x(n, 1.0f);
-  const float* p = x.data();
-  volatile float sink = 0;
-  const double s = TimeIt([&] {
-    float sum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) sum += p[i];
-    sink = sum;
-  });
-  (void)sink;
-  return bytes / s;
 }
 
 // ---- Kernels ---------------------------------------------------------------
@@ -229,35 +298,58 @@ void BenchDense(double bf16_peak, double f32_peak) {
   }
 }
 
-void BenchRecurrentStep() {
+void BenchRecurrentStep(bool quick) {
   const int heads = 8, dk = 128, dv = 128;
   const int64_t state_floats = int64_t{heads} * dk * dv;
+  const int64_t state_bytes = state_floats * 4;
+  // "Cold": every call takes the next B sessions of a pool far larger than
+  // the caches, as a server with many sessions sees; compared with the
+  // read+write bandwidth of a buffer of the pool's size. "Hot": the same B
+  // sessions every call, compared with the bandwidth of a buffer of B states.
+  const int64_t pool_bytes = (quick ? int64_t{256} : int64_t{1024}) << 20;
+  const int64_t pool_sessions = pool_bytes / state_bytes;
+  const double cold_bw = ReadWriteBandwidth(pool_bytes);
   std::printf(
-      "\n== Recurrent step (H=%d, K=V=%d, %lld KiB of state per session)\n",
-      heads, dk, static_cast<long long>(state_floats * 4 / 1024));
-  std::printf("  %-24s %4s %12s %10s %9s\n", "rule", "B", "steps/s",
-              "state GB/s", "of bw");
+      "\n== Recurrent step (H=%d, K=V=%d, %lld KiB of state per session; "
+      "state bytes read + written)\n",
+      heads, dk, static_cast<long long>(state_bytes / 1024));
+  std::printf(
+      "  cold: sessions cycle through a %lld MiB pool, bandwidth of "
+      "that size %.1f GB/s\n",
+      static_cast<long long>(pool_bytes >> 20), cold_bw / 1e9);
+  std::printf("  %-24s %4s %10s %11s %7s %11s %7s\n", "rule", "B", "steps/s",
+              "hot GB/s", "of bw", "cold GB/s", "of bw");
+  std::vector<float> pool(pool_sessions * state_floats, 0.0f);
+  std::vector<float> z(pool_sessions * heads * dk, 0.0f);
   for (int batch : {1, 16, 64}) {
-    // Bandwidth of the same access pattern on the same working set.
-    const double bw = ReadWriteBandwidth(batch * state_floats * 4);
-    std::printf("  %-24s %4d %12s %10.1f %9s\n", "(read+write bandwidth)",
-                batch, "", bw / 1e9, "");
+    const double hot_bw = ReadWriteBandwidth(batch * state_bytes);
+    std::printf("  %-24s %4d %10s %11.1f\n", "(read+write bandwidth)", batch,
+                "", hot_bw / 1e9);
     for (const RuleCase& rc : kRules) {
       Inputs in = MakeInputs(rc, batch, heads, dk, dv);
-      std::vector<float> s(batch * state_floats, 0.0f);
-      std::vector<float> z(batch * heads * dk, 0.0f);
       std::vector<AttentionState> states(batch);
-      for (int b = 0; b < batch; ++b) {
-        states[b] = {.s = &s[b * state_floats],
-                     .z = rc.normalize ? &z[b * heads * dk] : nullptr};
-      }
+      int64_t next = 0;  // First pool session of the next call.
+      auto point_at = [&](int64_t first) {
+        for (int b = 0; b < batch; ++b) {
+          const int64_t session = (first + b) % pool_sessions;
+          states[b] = {.s = &pool[session * state_floats],
+                       .z = rc.normalize ? &z[session * heads * dk] : nullptr};
+        }
+      };
       std::vector<float> out(batch * heads * dv);
-      const double sec = TimeIt([&] {
+      point_at(0);
+      const double hot = TimeIt([&] {
         RecurrentStep(in.spec, batch, in.view, states.data(), out.data());
       });
-      const double bytes = 2.0 * batch * state_floats * 4;  // read + write
-      std::printf("  %-24s %4d %12.0f %10.1f %8.1f%%\n", rc.name, batch,
-                  1 / sec, bytes / sec / 1e9, 100 * bytes / sec / bw);
+      const double cold = TimeIt([&] {
+        point_at(next);
+        next = (next + batch) % pool_sessions;
+        RecurrentStep(in.spec, batch, in.view, states.data(), out.data());
+      });
+      const double bytes = 2.0 * batch * state_bytes;
+      std::printf("  %-24s %4d %10.0f %11.1f %6.0f%% %11.1f %6.0f%%\n", rc.name,
+                  batch, 1 / hot, bytes / hot / 1e9, 100 * bytes / hot / hot_bw,
+                  bytes / cold / 1e9, 100 * bytes / cold / cold_bw);
     }
   }
 }
@@ -282,12 +374,33 @@ void BenchPrefill(bool quick) {
   const double one_proj =
       TimeIt([&] { (*proj)->Forward(x.data(), tokens, y.data()); });
   const double projections = 5 * one_proj;
-  std::printf("  projections: 5 x [%lld x %d x %d] %s GEMMs: %.2f ms\n",
-              static_cast<long long>(tokens), d_model, d_model,
-              std::string(DTypeName((*proj)->compute_type())).c_str(),
-              projections * 1e3);
-  std::printf("  %-24s %12s %10s %10s %14s\n", "rule", "tokens/s", "ms",
-              "GFLOP/s", "share of layer");
+  // The layer's SwiGLU MLP (fla's width rule: I = 2816 for D = 1024, ratio 4):
+  // gate and up [D -> I], down [I -> D].
+  const int mlp_width = 2816;
+  const auto w_up = Random(int64_t{mlp_width} * d_model, 11);
+  auto up = DenseLayer::Create({.weights = w_up.data(),
+                                .out_features = mlp_width,
+                                .in_features = d_model,
+                                .compute_type = DType::kBfloat16});
+  auto down = DenseLayer::Create({.weights = w_up.data(),
+                                  .out_features = d_model,
+                                  .in_features = mlp_width,
+                                  .compute_type = DType::kBfloat16});
+  if (!up.ok() || !down.ok()) return;
+  std::vector<float> hidden(tokens * mlp_width);
+  const double mlp =
+      2 * TimeIt([&] { (*up)->Forward(x.data(), tokens, hidden.data()); }) +
+      TimeIt([&] { (*down)->Forward(hidden.data(), tokens, y.data()); });
+  std::printf(
+      "  projections: 5 x [%lld x %d x %d] %s GEMMs (q, k, v, gate, o): "
+      "%.2f ms\n",
+      static_cast<long long>(tokens), d_model, d_model,
+      std::string(DTypeName((*proj)->compute_type())).c_str(),
+      projections * 1e3);
+  std::printf("  MLP: gate, up [%d -> %d], down [%d -> %d]: %.2f ms\n", d_model,
+              mlp_width, mlp_width, d_model, mlp * 1e3);
+  std::printf("  %-24s %10s %8s %9s %14s %14s\n", "rule", "tokens/s", "ms",
+              "GFLOP/s", "core/(core+proj)", "core/(+MLP)");
   for (const RuleCase& rc : kRules) {
     Inputs in = MakeInputs(rc, tokens, heads, dk, dv);
     std::vector<float> s(int64_t{heads} * dk * dv);
@@ -308,9 +421,10 @@ void BenchPrefill(bool quick) {
       per_chunk += 2 * c * dk * dv + 2 * c * c * dk + c * c * (dk + dv);
     }
     const double flops = per_chunk * heads * (tokens / c);
-    std::printf("  %-24s %12.0f %10.2f %10.1f %13.1f%%\n", rc.name,
+    std::printf("  %-24s %10.0f %8.2f %9.1f %15.1f%% %13.1f%%\n", rc.name,
                 tokens / sec, sec * 1e3, flops / sec / 1e9,
-                100 * sec / (sec + projections));
+                100 * sec / (sec + projections),
+                100 * sec / (sec + projections + mlp));
     if (quick) break;
   }
 }
@@ -346,7 +460,7 @@ int Main(int argc, char** argv) {
   }
 
   BenchDense(bf16_peak, f32_peak);
-  BenchRecurrentStep();
+  BenchRecurrentStep(quick);
   BenchPrefill(quick);
   return 0;
 }

@@ -4,9 +4,9 @@
 // the list of tensors the checkpoint must hold (spec:
 // ../shared/spec/model-families.md §1-§7, §10). Plain values, no ownership.
 //
-//   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir +
-//   "/config.json")); for (const ExpectedTensor& t : ExpectedTensors(config)) {
-//   ... }
+//   ASSIGN_OR_RETURN(ModelConfig config,
+//                    LoadModelConfig(dir + "/config.json"));
+//   for (const ExpectedTensor& t : ExpectedTensors(config)) { ... }
 #ifndef LINSERVE_ENGINE_MODEL_CONFIG_H_
 #define LINSERVE_ENGINE_MODEL_CONFIG_H_
 
