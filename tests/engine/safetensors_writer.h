@@ -58,7 +58,7 @@ struct TestTensor {
 inline TestTensor F32Tensor(const std::string& name, std::vector<int64_t> shape,
                             const std::vector<float>& values) {
   std::string bytes(values.size() * 4, '\0');
-  std::memcpy(bytes.data(), values.data(), bytes.size());
+  if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
   return {name, "F32", std::move(shape), std::move(bytes)};
 }
 
@@ -68,7 +68,7 @@ inline TestTensor Bits16Tensor(const std::string& name,
                                std::vector<int64_t> shape,
                                const std::vector<uint16_t>& bits) {
   std::string bytes(bits.size() * 2, '\0');
-  std::memcpy(bytes.data(), bits.data(), bytes.size());
+  if (!bits.empty()) std::memcpy(bytes.data(), bits.data(), bytes.size());
   return {name, dtype, std::move(shape), std::move(bytes)};
 }
 

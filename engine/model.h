@@ -1,0 +1,120 @@
+// A loaded model of one of the five fla families (spec §1-§7): embeddings,
+// blocks (RMSNorm, token mixer, RMSNorm, SwiGLU MLP, residuals), final norm
+// and lm_head, with every projection a prepacked kernels::DenseLayer. The
+// checkpoint mapping is released after Load: the model holds the only copy
+// of the weights (tied embeddings: the fp32 table plus the packed lm_head).
+//
+// Prefill runs any number of tokens of one session in pieces of at most
+// `prefill_piece_tokens` (memory independent of the prompt length);
+// DecodeStep runs one token for each of B sessions as one batched pass
+// (M = B GEMMs, RecurrentStep), equal to running each session alone.
+// Logits are fp32, [vocab] per row.
+//
+// Thread safety: a Model holds scratch buffers, so one caller at a time per
+// Model (the engine thread); different Models run concurrently. Sessions
+// are plain data owned by the caller.
+//
+//   ASSIGN_OR_RETURN(auto model, Model::Load("/models/gdn", {}));
+//   auto session = model->NewSession();
+//   std::vector<float> logits(model->vocab_size());
+//   RETURN_IF_ERROR(model->Prefill(*session, prompt, LogitsMode::kLast,
+//                                  logits.data()));
+#ifndef LINSERVE_ENGINE_MODEL_H_
+#define LINSERVE_ENGINE_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/mlp.h"
+#include "engine/model_config.h"
+#include "engine/session_state.h"
+#include "engine/token_mixer.h"
+#include "kernels/dense_layer.h"
+#include "kernels/dtype.h"
+
+namespace linserve::engine {
+
+struct ModelOptions {
+  // The dtype the projections' GEMMs run in: kFloat32 (exact fp32 math) or
+  // kBfloat16 (bf16 weights, activations rounded to bf16 on entry, fp32
+  // accumulation). Norms, convs, gates, states and the small feature-map
+  // layers of linear_attn stay fp32.
+  kernels::DType weight_type = kernels::DType::kFloat32;
+  // The most tokens of one session a Prefill runs through the layers at once.
+  int64_t prefill_piece_tokens = 256;
+};
+
+// What Prefill writes to `logits`.
+enum class LogitsMode {
+  kNone,  // nothing (logits may be null)
+  kLast,  // the last token's logits, [vocab]
+  kAll,   // every token's logits, [tokens, vocab] (scoring)
+};
+
+class Model {
+ public:
+  // Reads model_dir/config.json and the safetensors checkpoint. Errors name
+  // the config field, or the tensors that are missing (with their expected
+  // shapes), misshapen or unexpected.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(
+      const std::string& model_dir, const ModelOptions& options = {});
+
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  int64_t vocab_size() const { return config_.vocab_size; }
+
+  // A fresh, empty session of this model.
+  std::unique_ptr<SessionState> NewSession() const;
+  // Bytes of one session's state (constant in the context length).
+  int64_t StateBytes() const;
+
+  // Feeds `tokens` to the session (continuing it). InvalidArgument for an
+  // id outside [0, vocab) (the session is then unchanged), for kLast with no
+  // tokens, or for a session of another model's layout.
+  absl::Status Prefill(SessionState& state, absl::Span<const int32_t> tokens,
+                       LogitsMode mode, float* logits);
+
+  // One token per session: tokens[b] continues states[b] (distinct
+  // sessions). logits is [B, vocab]. Validation as Prefill; on error no
+  // session changes.
+  absl::Status DecodeStep(absl::Span<SessionState* const> states,
+                          absl::Span<const int32_t> tokens, float* logits);
+
+ private:
+  struct Block {
+    std::vector<float> attn_norm, mlp_norm;
+    std::unique_ptr<TokenMixer> mixer;
+    std::unique_ptr<Mlp> mlp;
+  };
+
+  Model() = default;
+  absl::Status ValidateTokens(absl::Span<const int32_t> tokens) const;
+  absl::Status CheckSession(const SessionState& state) const;
+  // Runs batch.rows rows through the model; writes the logits of rows
+  // [first_logit_row, rows) to `logits` when it is non-null.
+  void ForwardRows(const int32_t* tokens, MixerBatch batch,
+                   int64_t first_logit_row, float* logits);
+
+  ModelConfig config_;
+  ModelOptions options_;
+  std::shared_ptr<const StateLayout> layout_;
+  std::vector<float> embeddings_;  // [vocab, D] fp32
+  std::vector<Block> blocks_;
+  std::vector<float> final_norm_;
+  std::unique_ptr<kernels::DenseLayer> lm_head_;
+  Workspace ws_;
+  std::vector<float> hidden_, normed_, branch_;  // [rows, D] each
+};
+
+}  // namespace linserve::engine
+
+#endif  // LINSERVE_ENGINE_MODEL_H_
