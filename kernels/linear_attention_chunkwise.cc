@@ -31,10 +31,40 @@ void ExpInPlace(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] = std::exp(x[i]);
 }
 
+void ExpDiffMul(const float* x, const float* y, const float* m, int n,
+                float* out) {
+  for (int i = 0; i < n; ++i) {
+    out[i] = m[i] * std::exp(y != nullptr ? x[i] - y[i] : x[i]);
+  }
+}
+
+void ScalarExpDiffMul(float x0, const float* y, const float* m, int n,
+                      float* out) {
+  for (int i = 0; i < n; ++i) out[i] = m[i] * std::exp(x0 - y[i]);
+}
+
 void Transpose(const float* src, int rows, int cols, int64_t lds, float* dst,
                int64_t ldd) {
   for (int i = 0; i < rows; ++i) {
     for (int j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+  }
+}
+
+void StoreRows(const float* x, int64_t ldx, const float* factor, int rows,
+               int width, float* out, int64_t ldo, bool /*stream*/) {
+  for (int i = 0; i < rows; ++i) {
+    const float* __restrict s = x + i * ldx;
+    float* __restrict d = out + i * ldo;
+    const float f = factor != nullptr ? factor[i] : 1.0f;
+#pragma omp simd
+    for (int j = 0; j < width; ++j) d[j] = f * s[j];
+  }
+}
+
+void ZeroAboveDiagonal(float* p, int64_t ldp, int rows, int n) {
+  for (int i = 0; i < rows; ++i) {
+    float* row = p + i * ldp;
+    for (int j = i + 1; j < n; ++j) row[j] = 0.0f;
   }
 }
 
@@ -77,6 +107,9 @@ namespace {
 // Below this many multiply-adds per call, OpenMP's fork/join costs more than
 // splitting the heads saves.
 constexpr int64_t kMinParallelWork = int64_t{1} << 18;
+// Outputs from this size on leave the cache before their reader comes, so
+// they are written past it (streaming stores); smaller ones stay cached.
+constexpr int64_t kStreamOutBytes = int64_t{1} << 20;
 // Scratch buffers start on a cache line (64 bytes).
 constexpr int64_t kAlignFloats = 16;
 
@@ -114,6 +147,7 @@ void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
   p.s = state.s;
   p.z = p.normalize ? state.z : nullptr;
   p.out = out;
+  p.stream_out = num_tokens * hv * int64_t{sizeof(float)} >= kStreamOutBytes;
 
   const int64_t work = num_tokens * H * K * V;
   p.num_threads = work >= kMinParallelWork

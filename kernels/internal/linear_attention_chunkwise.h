@@ -32,6 +32,9 @@ struct ChunkwiseProblem {
   float* s;    // [H, K, V]
   float* z;    // [H, K] when normalize, else null.
   float* out;  // [T, H, V]
+  // Whether the output is large enough that it would not stay in cache for
+  // its reader anyway: then the AVX-512 body writes it with streaming stores.
+  bool stream_out;
   // num_threads blocks of scratch_floats_per_thread floats, one per OpenMP
   // thread of the head loop (thread i uses block i).
   float* scratch;
