@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(
                    CheckpointReader::Open(model_dir));
   const std::vector<ExpectedTensor> expected = ExpectedTensors(c);
   RETURN_IF_ERROR(ValidateCheckpoint(expected, *checkpoint));
+  model->fingerprint_ = {ConfigHash(c), WeightsHash(*checkpoint)};
   const WeightLoader w(*checkpoint, expected, options.weight_type);
 
   ASSIGN_OR_RETURN(model->embeddings_, w.Floats("model.embeddings.weight"));

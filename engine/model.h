@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/fingerprint.h"
 #include "engine/mlp.h"
 #include "engine/model_config.h"
 #include "engine/session_state.h"
@@ -71,6 +72,11 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
   int64_t vocab_size() const { return config_.vocab_size; }
+  // Hashes of the canonical config and of the checkpoint's tensors, taken at
+  // Load (engine/fingerprint.h); exported states carry it.
+  const ModelFingerprint& fingerprint() const { return fingerprint_; }
+  // The layout of this model's session states.
+  const StateLayout& state_layout() const { return *layout_; }
 
   // A fresh, empty session of this model.
   std::unique_ptr<SessionState> NewSession() const;
@@ -106,6 +112,7 @@ class Model {
 
   ModelConfig config_;
   ModelOptions options_;
+  ModelFingerprint fingerprint_;
   std::shared_ptr<const StateLayout> layout_;
   std::vector<float> embeddings_;  // [vocab, D] fp32
   std::vector<Block> blocks_;

@@ -62,6 +62,8 @@ class SessionState {
   // Tokens processed so far (the position of the next token).
   int64_t num_tokens() const { return num_tokens_; }
   void AdvanceTokens(int64_t n) { num_tokens_ += n; }
+  // For import (engine/state_format.h), together with data().
+  void set_num_tokens(int64_t n) { num_tokens_ = n; }
 
   // Bytes of the state (the fp32 buffer plus the token count).
   int64_t StateBytes() const;
