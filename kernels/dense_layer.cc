@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
 #include "kernels/bf16.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -42,15 +43,18 @@ struct DenseLayer::Impl {
   int out = 0;
   DType compute = DType::kFloat32;
   bool has_bias = false;
-  dnnl::memory::desc weights_desc;  // Packed layout chosen at Create.
-  dnnl::memory weights;
+  // The weights packed in the layout oneDNN chose at Create for the largest
+  // M. Should a bucket refuse that layout (oneDNN may want another for small
+  // M on some ISAs), a second layout is packed from it and kept here too.
+  std::vector<dnnl::memory> packed ABSL_GUARDED_BY(mu);
   dnnl::memory bias;
 
-  absl::Mutex mu;
+  mutable absl::Mutex mu;
   // One primitive per M bucket, built lazily; src/dst memories are reused
   // with set_data_handle.
   struct Bucket {
     dnnl::matmul matmul;
+    dnnl::memory weights;  // One of `packed`.
     dnnl::memory src;
     dnnl::memory dst;
     std::string kernel_name;
@@ -74,25 +78,55 @@ struct DenseLayer::Impl {
         dnnl::matmul::desc(src_md, weights_md, dst_md), CpuEngine());
   }
 
+  // A primitive for `rows` rows that takes one of the packed layouts, or
+  // oneDNN's preferred layout for it, packed now from the first one.
+  absl::StatusOr<Bucket> MakeBucket(int64_t rows)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (const dnnl::memory& weights : packed) {
+      try {
+        auto pd = MakePrimitiveDesc(rows, weights.get_desc());
+        if (!IsReferenceKernel(pd)) return MakeBucket(pd, weights);
+      } catch (const dnnl::error&) {
+        // This layout is not accepted for this M: try the next.
+      }
+    }
+    try {
+      auto pd = MakePrimitiveDesc(
+          rows, dnnl::memory::desc({in, out}, ToDnnl(compute), tag::any));
+      dnnl::memory weights(pd.weights_desc(), CpuEngine());
+      dnnl::stream reorder_stream(CpuEngine());
+      dnnl::reorder(packed.front(), weights)
+          .execute(reorder_stream, packed.front(), weights);
+      reorder_stream.wait();
+      packed.push_back(weights);
+      return MakeBucket(pd, weights);
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(
+          "oneDNN cannot build a ", std::string(DTypeName(compute)),
+          " matmul of M=", rows, " x [", out, ", ", in, "]: ", e.what()));
+    }
+  }
+
+  static Bucket MakeBucket(const dnnl::matmul::primitive_desc& pd,
+                           const dnnl::memory& weights) {
+    return Bucket{dnnl::matmul(pd), weights,
+                  dnnl::memory(pd.src_desc(), CpuEngine(), DNNL_MEMORY_NONE),
+                  dnnl::memory(pd.dst_desc(), CpuEngine(), DNNL_MEMORY_NONE),
+                  pd.impl_info_str()};
+  }
+
   Bucket& GetBucket(int64_t rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     auto it = buckets.find(rows);
     if (it != buckets.end()) return it->second;
-    try {
-      auto pd = MakePrimitiveDesc(rows, weights_desc);
-      Bucket b{dnnl::matmul(pd),
-               dnnl::memory(pd.src_desc(), CpuEngine(), DNNL_MEMORY_NONE),
-               dnnl::memory(pd.dst_desc(), CpuEngine(), DNNL_MEMORY_NONE),
-               pd.impl_info_str()};
-      return buckets.emplace(rows, std::move(b)).first->second;
-    } catch (const dnnl::error& e) {
-      // Create() built the smallest and largest buckets with these weights,
-      // so oneDNN refusing one in between is a bug, not an input error.
-      std::fprintf(stderr,
-                   "linserve: oneDNN cannot build a matmul for M=%lld "
-                   "(%d x %d): %s\n",
-                   static_cast<long long>(rows), out, in, e.what());
+    absl::StatusOr<Bucket> bucket = MakeBucket(rows);
+    if (!bucket.ok()) {
+      // Create() built the smallest and the largest bucket, so a refusal in
+      // between is a oneDNN defect, not an input error.
+      std::fprintf(stderr, "linserve: %s\n",
+                   std::string(bucket.status().message()).c_str());
       std::abort();
     }
+    return buckets.emplace(rows, *std::move(bucket)).first->second;
   }
 
   // Runs one block of m <= kMaxBlockRows rows.
@@ -118,7 +152,7 @@ struct DenseLayer::Impl {
     b.src.set_data_handle(src);
     b.dst.set_data_handle(padded ? dst_pad.data() : y);
     std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, b.src},
-                                                  {DNNL_ARG_WEIGHTS, weights},
+                                                  {DNNL_ARG_WEIGHTS, b.weights},
                                                   {DNNL_ARG_DST, b.dst}};
     if (has_bias) args.emplace(DNNL_ARG_BIAS, bias);
     b.matmul.execute(stream, args);
@@ -172,7 +206,6 @@ absl::StatusOr<std::unique_ptr<DenseLayer>> DenseLayer::Create(
       pd = impl->MakePrimitiveDesc(
           kMaxBlockRows, dnnl::memory::desc(weight_dims, dt::f32, tag::any));
     }
-    impl->weights_desc = pd->weights_desc();
 
     // The checkpoint's W [out, in] is the matmul's [K = in, N = out] in
     // column-major ("ba") order. f16 is widened here; oneDNN's reorder does
@@ -190,11 +223,12 @@ absl::StatusOr<std::unique_ptr<DenseLayer>> DenseLayer::Create(
     dnnl::memory user_weights(
         dnnl::memory::desc(weight_dims, ToDnnl(source_type), tag::ba), engine,
         const_cast<void*>(source));
-    impl->weights = dnnl::memory(impl->weights_desc, engine);
+    dnnl::memory weights(pd->weights_desc(), engine);
     dnnl::stream stream(engine);
-    dnnl::reorder(user_weights, impl->weights)
-        .execute(stream, user_weights, impl->weights);
+    dnnl::reorder(user_weights, weights).execute(stream, user_weights, weights);
     stream.wait();
+    absl::MutexLock lock(&impl->mu);
+    impl->packed.push_back(weights);
 
     if (impl->has_bias) {
       impl->bias = dnnl::memory(
@@ -203,10 +237,12 @@ absl::StatusOr<std::unique_ptr<DenseLayer>> DenseLayer::Create(
                   sizeof(float) * impl->out);
     }
     impl->stream = dnnl::stream(engine);
-    // Every bucket must accept the packed weights: check the extremes now so
-    // that a refusal is an error at load, not during serving.
-    impl->MakePrimitiveDesc(1, impl->weights_desc);
-    impl->MakePrimitiveDesc(kMaxBlockRows, impl->weights_desc);
+    // Build the smallest and the largest bucket now, so that a oneDNN
+    // refusal is an error at load, not during serving.
+    for (int64_t rows : {int64_t{1}, kMaxBlockRows}) {
+      ASSIGN_OR_RETURN(Impl::Bucket bucket, impl->MakeBucket(rows));
+      impl->buckets.emplace(rows, std::move(bucket));
+    }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat(
         "oneDNN could not set up a ",
@@ -239,7 +275,12 @@ int DenseLayer::out_features() const { return impl_->out; }
 DType DenseLayer::compute_type() const { return impl_->compute; }
 
 int64_t DenseLayer::packed_weight_bytes() const {
-  return static_cast<int64_t>(impl_->weights_desc.get_size());
+  absl::MutexLock lock(&impl_->mu);
+  int64_t bytes = 0;
+  for (const dnnl::memory& w : impl_->packed) {
+    bytes += static_cast<int64_t>(w.get_desc().get_size());
+  }
+  return bytes;
 }
 
 std::string DenseLayer::KernelName(int64_t m) {

@@ -9,7 +9,9 @@
 //
 // oneDNN picks a slower kernel for a run-time M, so primitives are created
 // per M bucket (exact for M <= 16, then multiples of 16 up to 512; larger M
-// runs in blocks of 512), lazily, with the same packed weights.
+// runs in blocks of 512), lazily, with the same packed weights. (Should
+// oneDNN refuse that layout for some M, the layer packs a second copy in the
+// layout it wants for that M; packed_weight_bytes() counts both.)
 //
 // Thread safety: Forward may be called from any thread; calls on one layer
 // are serialised by an internal mutex, so a oneDNN primitive never runs on
@@ -62,7 +64,7 @@ class DenseLayer {
   int out_features() const;
   // The dtype the GEMM really runs in (bf16 may have fallen back to f32).
   DType compute_type() const;
-  // Bytes of the packed weights.
+  // Bytes of the packed weights (every layout kept).
   int64_t packed_weight_bytes() const;
   // oneDNN's name of the kernel used for `m` rows (e.g. "brg:avx512_core_amx"),
   // creating the primitive if needed. For logs and benchmarks.
