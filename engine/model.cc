@@ -4,6 +4,7 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -117,6 +118,43 @@ absl::Status Model::Prefill(SessionState& state,
     begin += rows;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<ScoreResult> Model::Score(SessionState& state,
+                                         absl::Span<const int32_t> tokens) {
+  RETURN_IF_ERROR(CheckSession(state));
+  RETURN_IF_ERROR(ValidateTokens(tokens));
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t V = config_.vocab_size;
+  ScoreResult result;
+  result.logprobs.reserve(n > 0 ? n - 1 : 0);
+  std::vector<float> logits(
+      static_cast<size_t>(std::min(options_.prefill_piece_tokens, n) * V));
+  for (int64_t begin = 0; begin < n;) {
+    const int64_t rows = std::min(options_.prefill_piece_tokens, n - begin);
+    RETURN_IF_ERROR(Prefill(state, tokens.subspan(begin, rows),
+                            LogitsMode::kAll, logits.data()));
+    // Row j predicts tokens[begin + j + 1], which may open the next piece.
+    for (int64_t j = 0; j < rows && begin + j + 1 < n; ++j) {
+      const float* row = logits.data() + j * V;
+      const float max = *std::max_element(row, row + V);
+      double sum = 0.0;
+      for (int64_t v = 0; v < V; ++v) {
+        sum += std::exp(static_cast<double>(row[v]) - max);
+      }
+      const double lp =
+          static_cast<double>(row[tokens[begin + j + 1]]) - max - std::log(sum);
+      result.logprobs.push_back(static_cast<float>(lp));
+      result.total_logprob += lp;
+    }
+    begin += rows;
+  }
+  result.count = static_cast<int64_t>(result.logprobs.size());
+  result.perplexity =
+      result.count > 0
+          ? std::exp(-result.total_logprob / static_cast<double>(result.count))
+          : std::nan("");
+  return result;
 }
 
 absl::Status Model::DecodeStep(absl::Span<SessionState* const> states,

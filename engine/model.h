@@ -57,6 +57,18 @@ enum class LogitsMode {
   kAll,   // every token's logits, [tokens, vocab] (scoring)
 };
 
+// What Score returns: the log-probabilities (natural log, log-softmax of the
+// raw logits computed in double) of tokens[1..n-1], each given the session's
+// prior context and the tokens before it. tokens[0] only conditions: a
+// session does not keep the logits of its last token, so nothing predicts it.
+struct ScoreResult {
+  std::vector<float> logprobs;  // [n - 1]; logprobs[i] is of tokens[i + 1]
+  double total_logprob = 0.0;   // sum of logprobs, accumulated in double
+  int64_t count = 0;            // logprobs.size()
+  // exp(-total_logprob / count); NaN when count is 0 (fewer than 2 tokens).
+  double perplexity = 0.0;
+};
+
 class Model {
  public:
   // Reads model_dir/config.json and the safetensors checkpoint. Errors name
@@ -88,6 +100,15 @@ class Model {
   // tokens, or for a session of another model's layout.
   absl::Status Prefill(SessionState& state, absl::Span<const int32_t> tokens,
                        LogitsMode mode, float* logits);
+
+  // Feeds `tokens` to the session like Prefill and scores them (ScoreResult:
+  // tokens[0] conditions only, so scoring a text in two calls on one session
+  // equals one call except that the second call's first token has no
+  // logprob). Memory is one prefill piece of logits, [piece, vocab], whatever
+  // the length. Validation as Prefill, all ids checked before any piece runs
+  // (on error the session is unchanged).
+  absl::StatusOr<ScoreResult> Score(SessionState& state,
+                                    absl::Span<const int32_t> tokens);
 
   // One token per session: tokens[b] continues states[b] (distinct
   // sessions). logits is [B, vocab]. Validation as Prefill; on error no
