@@ -25,6 +25,9 @@ build_packages=(
   clang-format
   # PyTorch reference implementation (tools/reference), for /usr/bin/python3.
   python3 python3-numpy python3-torch
+  # Default model's corpus and tokenizer trainer (tools/train); matplotlib
+  # draws its loss curve.
+  bible-kjv bible-kjv-text sentencepiece python3-matplotlib
 )
 
 runtime_packages=(
