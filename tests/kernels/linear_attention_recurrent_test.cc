@@ -28,6 +28,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/linear_attention.h"
 #include "kernels/reference/linear_attention_reference.h"
+#include "tests/kernels/linear_attention_test_problem.h"
 #include "tests/test_util.h"
 
 namespace linserve::kernels {
@@ -39,131 +40,10 @@ using ::linserve::testing::MaxScaledDiff;
 using ::linserve::testing::RandomNormal;
 using ::linserve::testing::RandomVector;
 
-// One family's flavour of the update rules, as the model layers call them.
-struct Family {
-  const char* name;
-  UpdateRule rule;
-  bool normalize = false;
-  bool allow_neg_eigval = false;  // Delta rules: beta in (0, 2).
-};
-
-const Family kFamilies[] = {
-    {"linear_attn", UpdateRule::kAdditive},
-    {"linear_attn with the normaliser", UpdateRule::kAdditive, true},
-    {"retnet", UpdateRule::kFixedDecay},
-    {"gla", UpdateRule::kVectorDecay},
-    {"delta_net", UpdateRule::kDelta},
-    {"delta_net with negative eigenvalues", UpdateRule::kDelta, false, true},
-    {"gated_deltanet", UpdateRule::kGatedDelta},
-    {"gated_deltanet with negative eigenvalues", UpdateRule::kGatedDelta, false,
-     true},
-};
-
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
-float LogSigmoid(float x) { return -Softplus(-x); }
-
-void L2NormaliseHeads(std::vector<float>& x, int64_t rows, int64_t stride,
-                      int heads, int dim, float scale) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int h = 0; h < heads; ++h) {
-      float* p = x.data() + r * stride + int64_t{h} * dim;
-      double ss = 0.0;
-      for (int i = 0; i < dim; ++i) ss += double{p[i]} * p[i];
-      const float inv = scale / static_cast<float>(std::sqrt(ss + 1e-6));
-      for (int i = 0; i < dim; ++i) p[i] *= inv;
-    }
-  }
-}
-
-// `rows` rows of inputs (tokens or sessions) for one family, with row strides
-// larger than dense when `strided` (the padding holds garbage).
-struct Problem {
-  AttentionSpec spec;
-  int64_t rows = 0;
-  std::vector<float> q, k, v, log_decay, beta, head_log_decay;
-  int64_t q_stride = 0, k_stride = 0, v_stride = 0;
-
-  AttentionInputs Inputs() const {
-    AttentionInputs in;
-    in.q = q.data();
-    in.k = k.data();
-    in.v = v.data();
-    in.log_decay = log_decay.empty() ? nullptr : log_decay.data();
-    in.beta = beta.empty() ? nullptr : beta.data();
-    in.q_stride = q_stride;
-    in.k_stride = k_stride;
-    in.v_stride = v_stride;
-    return in;
-  }
-};
-
-Problem MakeProblem(const Family& f, int H, int K, int V, int64_t rows,
-                    bool strided, uint64_t seed) {
-  Problem p;
-  p.spec.rule = f.rule;
-  p.spec.num_heads = H;
-  p.spec.key_dim = K;
-  p.spec.value_dim = V;
-  p.spec.normalize = f.normalize;
-  p.rows = rows;
-  const int64_t hk = int64_t{H} * K;
-  const int64_t hv = int64_t{H} * V;
-  p.q_stride = strided ? 3 * hk + 5 : hk;
-  p.k_stride = strided ? hk + 7 : hk;
-  p.v_stride = strided ? 2 * hv + 1 : hv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(K));
-  if (f.rule == UpdateRule::kAdditive && f.normalize) {
-    // Positive feature maps (elu+1, relu, ...) keep q . z away from 0.
-    p.q = RandomVector(rows * p.q_stride, seed + 1, 0.0f, scale);
-    p.k = RandomVector(rows * p.k_stride, seed + 2, 0.0f, 1.0f);
-  } else {
-    p.q = RandomNormal(rows * p.q_stride, seed + 1, scale);
-    p.k = RandomNormal(rows * p.k_stride, seed + 2, scale);
-  }
-  p.v = RandomNormal(rows * p.v_stride, seed + 3, 1.0f);
-  switch (f.rule) {
-    case UpdateRule::kAdditive:
-      break;
-    case UpdateRule::kFixedDecay:
-      // gamma_h = 1 - 2^(-5-h).
-      for (int h = 0; h < H; ++h) {
-        p.head_log_decay.push_back(
-            static_cast<float>(std::log(1.0 - std::exp2(-5.0 - h))));
-      }
-      p.spec.head_log_decay = p.head_log_decay.data();
-      break;
-    case UpdateRule::kVectorDecay:
-      // gk = logsigmoid(x) / 16.
-      p.log_decay = RandomNormal(rows * hk, seed + 4, 2.0f);
-      for (float& g : p.log_decay) g = LogSigmoid(g) / 16.0f;
-      break;
-    case UpdateRule::kGatedDelta: {
-      // gdec = -exp(A_log[h]) * softplus(a + dt_bias[h]), A in [1, 16],
-      // dt = softplus(dt_bias) in [1e-3, 1e-1] (fla's initialisation).
-      const std::vector<float> a_coef = RandomVector(H, seed + 5, 1.0f, 16.0f);
-      const std::vector<float> dt = RandomVector(H, seed + 6, 1e-3f, 1e-1f);
-      p.log_decay = RandomNormal(rows * H, seed + 7, 1.0f);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int h = 0; h < H; ++h) {
-          const float dt_bias = std::log(std::expm1(dt[h]));
-          float& g = p.log_decay[r * H + h];
-          g = -std::exp(std::log(a_coef[h])) * Softplus(g + dt_bias);
-        }
-      }
-      [[fallthrough]];
-    }
-    case UpdateRule::kDelta: {
-      L2NormaliseHeads(p.q, rows, p.q_stride, H, K, scale);
-      L2NormaliseHeads(p.k, rows, p.k_stride, H, K, 1.0f);
-      p.beta = RandomNormal(rows * H, seed + 8, 2.0f);
-      for (float& b : p.beta)
-        b = (f.allow_neg_eigval ? 2.0f : 1.0f) * Sigmoid(b);
-      break;
-    }
-  }
-  return p;
-}
+using ::linserve::kernels::attention_test::Family;
+using ::linserve::kernels::attention_test::kFamilies;
+using ::linserve::kernels::attention_test::MakeProblem;
+using ::linserve::kernels::attention_test::Problem;
 
 // The states of `sessions` sessions: zero, or what some history left behind.
 struct States {
