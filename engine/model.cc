@@ -121,17 +121,21 @@ absl::Status Model::Prefill(SessionState& state,
 }
 
 absl::StatusOr<ScoreResult> Model::Score(SessionState& state,
-                                         absl::Span<const int32_t> tokens) {
+                                         absl::Span<const int32_t> tokens,
+                                         bool feed_last_token) {
   RETURN_IF_ERROR(CheckSession(state));
   RETURN_IF_ERROR(ValidateTokens(tokens));
   const int64_t n = static_cast<int64_t>(tokens.size());
+  // Tokens run through the layers; row j of their logits predicts
+  // tokens[j + 1].
+  const int64_t fed = (feed_last_token || n == 0) ? n : n - 1;
   const int64_t V = config_.vocab_size;
   ScoreResult result;
   result.logprobs.reserve(n > 0 ? n - 1 : 0);
   std::vector<float> logits(
-      static_cast<size_t>(std::min(options_.prefill_piece_tokens, n) * V));
-  for (int64_t begin = 0; begin < n;) {
-    const int64_t rows = std::min(options_.prefill_piece_tokens, n - begin);
+      static_cast<size_t>(std::min(options_.prefill_piece_tokens, fed) * V));
+  for (int64_t begin = 0; begin < fed;) {
+    const int64_t rows = std::min(options_.prefill_piece_tokens, fed - begin);
     RETURN_IF_ERROR(Prefill(state, tokens.subspan(begin, rows),
                             LogitsMode::kAll, logits.data()));
     // Row j predicts tokens[begin + j + 1], which may open the next piece.

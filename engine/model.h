@@ -107,8 +107,13 @@ class Model {
   // logprob). Memory is one prefill piece of logits, [piece, vocab], whatever
   // the length. Validation as Prefill, all ids checked before any piece runs
   // (on error the session is unchanged).
+  //
+  // With feed_last_token false, tokens[n-1] is scored but not fed: the
+  // session then holds tokens[0..n-2] (a server keeps a session's last
+  // token unfed, so that its next call can score or sample from it).
   absl::StatusOr<ScoreResult> Score(SessionState& state,
-                                    absl::Span<const int32_t> tokens);
+                                    absl::Span<const int32_t> tokens,
+                                    bool feed_last_token = true);
 
   // One token per session: tokens[b] continues states[b] (distinct
   // sessions). logits is [B, vocab]. Validation as Prefill; on error no

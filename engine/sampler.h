@@ -232,6 +232,9 @@ class StopChecker {
   Step Next(int32_t token, absl::string_view piece, int64_t num_generated);
 
   const StopStringMatcher& matcher() const { return matcher_; }
+  // The text held back so far (generation ended for another reason, e.g. the
+  // caller stopped it): the matcher forgets it.
+  std::string FlushHeldText() { return matcher_.Flush(); }
 
  private:
   std::vector<int32_t> stop_token_ids_;

@@ -4,6 +4,8 @@
 # machine as root.
 #   bash scripts/test.sh                          # RelWithDebInfo, build/
 #   LINSERVE_SANITIZE=address bash scripts/test.sh  # build-address/
+#   TEST_FILTER='^server: ' TARGETS=server_test LINSERVE_SANITIZE=thread \
+#     bash scripts/test.sh                        # a subset (ctest -R)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +18,5 @@ export BUILD_DIR="${BUILD_DIR:-build}"
 bash scripts/build.sh
 
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 900 -j "${JOBS:-$(nproc)}"
+ctest --output-on-failure --timeout 900 -j "${JOBS:-$(nproc)}" \
+  ${TEST_FILTER:+-R "$TEST_FILTER"}

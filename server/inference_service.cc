@@ -1,0 +1,985 @@
+// The Inference service's reactors (see inference_service.h).
+//
+// Threads: gRPC reactions (constructors, OnReadDone, OnWriteDone, OnCancel)
+// run on gRPC's threads; JobObserver callbacks on the scheduler's engine
+// thread; Finalize* on the service's CallbackExecutor. Each reactor's mutex
+// guards its queue and flags. Never held while calling into the scheduler
+// (Submit, Wake), whose own lock is held while it calls observers; gRPC
+// operations (StartWrite, StartRead, Finish) are started after unlocking.
+// Finish is always the last thing a reaction does with the reactor: OnDone
+// may delete it right after.
+#include "server/inference_service.h"
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/grpc_status.h"
+#include "server/request_conversion.h"
+
+namespace linserve::server {
+namespace {
+
+// Appends `chunk` to the last queued response when that is a chunk with
+// room (coalescing while the client reads), else queues a new response.
+// `chunk_of` returns the GenerateChunk inside a response (or null).
+template <typename Response, typename ChunkOf>
+void QueueChunk(const GeneratedChunk& chunk, const engine::Tokenizer* tokenizer,
+                std::deque<Response>& queue, ChunkOf chunk_of) {
+  if (!queue.empty()) {
+    v1::GenerateChunk* last = chunk_of(queue.back());
+    if (last != nullptr && last->token_ids_size() < kMaxCoalescedTokens) {
+      ToProto(chunk, tokenizer, last);
+      return;
+    }
+  }
+  queue.emplace_back();
+  v1::GenerateChunk* fresh = chunk_of(queue.back());
+  ToProto(chunk, tokenizer, fresh);
+}
+
+// ---------------------------------------------------------------------------
+// Generate: one GenerateJob, its chunks streamed, then a GenerateResult.
+
+class GenerateReactor final
+    : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+      public JobObserver {
+ public:
+  GenerateReactor(const ServiceContext& context, CallbackExecutor& executor,
+                  grpc::CallbackServerContext* call,
+                  const v1::GenerateRequest& request)
+      : context_(context), executor_(executor), call_(call) {
+    if (!context_.calls->Begin(call_)) {
+      Finish(ToGrpcStatus(DrainingError()));
+      return;
+    }
+    registered_ = true;
+    absl::Status started = Start(request);
+    if (!started.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        job_.reset();
+      }
+      session_ = CallSession();
+      Finish(ToGrpcStatus(started));
+    }
+  }
+
+  // --- JobObserver (engine thread).
+  bool CanAcceptOutput() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.size() < kMaxQueuedMessages;
+  }
+
+  void OnChunk(GeneratedChunk chunk) override {
+    bool write;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (broken_) return;
+      QueueChunk(chunk, context_.tokenizer, queue_,
+                 [](v1::GenerateResponse& r) { return r.mutable_chunk(); });
+      write = TakeWriteLocked();
+    }
+    if (write) StartWrite(&in_flight_);
+  }
+
+  void OnGenerateFinished(absl::StatusOr<GenerateOutcome> outcome) override {
+    executor_.Post([this, outcome = std::move(outcome)]() mutable {
+      Finalize(std::move(outcome));
+    });
+  }
+
+  // --- Reactions.
+  void OnWriteDone(bool ok) override {
+    bool write, finish;
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      write_in_flight_ = false;
+      if (!ok) {
+        // The client is gone: nothing more can be delivered.
+        broken_ = true;
+        queue_.clear();
+        if (job_ != nullptr) job_->Cancel();
+      }
+      write = TakeWriteLocked();
+      finish = !write && TakeFinishLocked();
+      wake = !job_done_;
+    }
+    if (wake) context_.scheduler->Wake();
+    if (write) StartWrite(&in_flight_);
+    if (finish) Finish(final_status_);
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job_ != nullptr) job_->Cancel();
+  }
+
+  void OnDone() override {
+    if (registered_) context_.calls->End(call_);
+    // Orders the deletion after every reaction's last use of the mutex
+    // (gRPC's own ordering is invisible to ThreadSanitizer).
+    { std::lock_guard<std::mutex> lock(mu_); }
+    delete this;
+  }
+
+ private:
+  absl::Status Start(const v1::GenerateRequest& request) {
+    ASSIGN_OR_RETURN(session_, OpenCallSession(context_, request.session_id()));
+    Session& session = session_.get();
+    ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                     InputTokens(context_, request.prompt(),
+                                 session.position() == 0, "prompt"));
+    if (prompt.empty() && !session.extras.pending_token.has_value()) {
+      return absl::InvalidArgumentError(
+          request.session_id().empty()
+              ? "prompt is empty: without a session_id generation needs a "
+                "prompt (text or token ids)"
+              : absl::StrCat("prompt is empty and session '",
+                             request.session_id(),
+                             "' is empty too: send a prompt"));
+    }
+    ASSIGN_OR_RETURN(engine::SamplingParams params,
+                     ToSamplingParams(context_, request.sampling()));
+    auto job = std::make_shared<GenerateJob>();
+    job->session = &session;
+    job->observer = this;
+    job->deadline = DeadlineOf(*call_);
+    job->prompt = std::move(prompt);
+    job->params = std::move(params);
+    job->want_logprobs = WantsLogprobs(request.sampling());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = job;
+    }
+    return context_.scheduler->Submit(std::move(job));
+  }
+
+  // On the executor: the job is done and the scheduler no longer touches
+  // the session.
+  void Finalize(absl::StatusOr<GenerateOutcome> outcome) {
+    bool write, finish;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (outcome.ok()) {
+        if (session_.stored()) session_.lease.Commit();
+        v1::GenerateResult* result = queue_.emplace_back().mutable_result();
+        result->set_finish_reason(
+            ToProto(outcome->finish, outcome->stopped_by_caller));
+        result->set_stop_string(outcome->stop_string);
+        result->mutable_usage()->set_prompt_tokens(outcome->prompt_tokens);
+        result->mutable_usage()->set_generated_tokens(
+            outcome->generated_tokens);
+        result->mutable_usage()->set_session_position(
+            outcome->session_position);
+        ToProto(outcome->timings, result->mutable_timings());
+        result->set_seed(outcome->seed);
+        final_status_ = grpc::Status::OK;
+      } else {
+        final_status_ = ToGrpcStatus(outcome.status());
+      }
+      // Released before the status goes out: the client may use the session
+      // again as soon as it sees the call end.
+      session_ = CallSession();
+      job_done_ = true;
+      if (broken_) queue_.clear();
+      write = TakeWriteLocked();
+      finish = !write && TakeFinishLocked();
+    }
+    if (write) StartWrite(&in_flight_);
+    if (finish) Finish(final_status_);
+  }
+
+  bool TakeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (write_in_flight_ || finish_called_ || queue_.empty()) return false;
+    in_flight_ = std::move(queue_.front());
+    queue_.pop_front();
+    write_in_flight_ = true;
+    return true;
+  }
+  bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!job_done_ || write_in_flight_ || finish_called_ || !queue_.empty()) {
+      return false;
+    }
+    finish_called_ = true;
+    return true;
+  }
+
+  const ServiceContext& context_;
+  CallbackExecutor& executor_;
+  grpc::CallbackServerContext* const call_;
+  bool registered_ = false;
+  CallSession session_;
+
+  std::mutex mu_;
+  std::shared_ptr<GenerateJob> job_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
+  v1::GenerateResponse in_flight_;  // owned by the write in flight
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool job_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_;  // written once, before finish_called_
+};
+
+// ---------------------------------------------------------------------------
+// Chat: a ChatStart, then turns; each turn one GenerateJob on the session,
+// which the call leases from start to end.
+
+class ChatReactor final
+    : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>,
+      public JobObserver {
+ public:
+  ChatReactor(const ServiceContext& context, CallbackExecutor& executor,
+              grpc::CallbackServerContext* call)
+      : context_(context), executor_(executor), call_(call) {
+    if (!context_.calls->Begin(call_)) {
+      Finish(ToGrpcStatus(DrainingError()));
+      return;
+    }
+    registered_ = true;
+    StartRead(&request_);
+  }
+
+  // --- JobObserver (engine thread).
+  bool CanAcceptOutput() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.size() < kMaxQueuedMessages;
+  }
+
+  void OnChunk(GeneratedChunk chunk) override {
+    bool write;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (broken_) return;
+      QueueChunk(chunk, context_.tokenizer, queue_,
+                 [](v1::ChatResponse& r) { return r.mutable_chunk(); });
+      write = TakeWriteLocked();
+    }
+    if (write) StartWrite(&in_flight_);
+  }
+
+  void OnGenerateFinished(absl::StatusOr<GenerateOutcome> outcome) override {
+    executor_.Post([this, outcome = std::move(outcome)]() mutable {
+      FinalizeTurn(std::move(outcome));
+    });
+  }
+
+  // --- Reactions.
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client closed its side (or the call is cancelled): end after
+      // the turn in progress.
+      Act(WithLock([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        if (!ending_) {
+          ending_ = true;
+          final_status_ = grpc::Status::OK;
+        }
+      }));
+      return;
+    }
+    absl::Status handled = HandleRequest();
+    Act(WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (!handled.ok()) {
+        EndWithErrorLocked(handled);
+      } else if (!ending_) {
+        read_next_ = true;  // the next message (a turn, a cancel)
+      }
+    }));
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool wake = false;
+    Action action = WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      write_in_flight_ = false;
+      if (!ok) {
+        broken_ = true;
+        queue_.clear();
+        EndWithErrorLocked(absl::CancelledError("the client went away"));
+      }
+      wake = job_ != nullptr;
+    });
+    if (wake) context_.scheduler->Wake();
+    Act(action);
+  }
+
+  void OnCancel() override {
+    Act(WithLock([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      EndWithErrorLocked(absl::CancelledError("the call was cancelled"));
+    }));
+  }
+
+  void OnDone() override {
+    if (registered_) context_.calls->End(call_);
+    // Orders the deletion after every reaction's last use of the mutex
+    // (gRPC's own ordering is invisible to ThreadSanitizer).
+    { std::lock_guard<std::mutex> lock(mu_); }
+    delete this;
+  }
+
+ private:
+  // What a reaction does after unlocking.
+  struct Action {
+    bool read = false;
+    bool write = false;
+    bool finish = false;
+  };
+
+  // Runs `update` under the lock, then decides the next gRPC operations.
+  template <typename Update>
+  Action WithLock(Update update) {
+    std::lock_guard<std::mutex> lock(mu_);
+    update();
+    Action action;
+    action.read = std::exchange(read_next_, false) && !finish_called_;
+    // Until StartRead has been called, Finish must wait (gRPC takes no
+    // StartRead after Finish).
+    if (action.read) starting_read_ = true;
+    action.write = TakeWriteLocked();
+    action.finish = !action.write && TakeFinishLocked();
+    if (action.finish) {
+      action.read = false;
+      // Released before the status goes out (the client may continue the
+      // session with its next call as soon as this one ends).
+      lease_ = SessionLease();
+    }
+    return action;
+  }
+
+  void Act(const Action& action) {
+    if (action.write) StartWrite(&in_flight_);
+    if (action.read) {
+      StartRead(&request_);
+      // A finish that waited for the read to be started may go now.
+      Act(WithLock([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        starting_read_ = false;
+      }));
+      return;
+    }
+    if (action.finish) Finish(final_status_);
+  }
+
+  void EndWithErrorLocked(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!ending_ || final_status_.ok()) final_status_ = ToGrpcStatus(status);
+    ending_ = true;
+    // The turn in progress rolls back; earlier turns stay.
+    if (job_ != nullptr) job_->Cancel();
+  }
+
+  // Handles request_ (a gRPC thread, no lock held on entry).
+  absl::Status HandleRequest() {
+    switch (request_.kind_case()) {
+      case v1::ChatRequest::kStart:
+        return HandleStart(request_.start());
+      case v1::ChatRequest::kTurn:
+        return HandleTurn(request_.turn());
+      case v1::ChatRequest::kCancel: {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!started_) return NotStartedError();
+        if (job_ != nullptr) job_->Stop();
+        return absl::OkStatus();
+      }
+      case v1::ChatRequest::KIND_NOT_SET:
+        break;
+    }
+    return absl::InvalidArgumentError(
+        "a ChatRequest must carry start, turn or cancel");
+  }
+
+  static absl::Status NotStartedError() {
+    return absl::InvalidArgumentError(
+        "the first message of a Chat must be a ChatStart");
+  }
+
+  absl::Status HandleStart(const v1::ChatStart& start) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (started_) {
+        return absl::InvalidArgumentError(
+            "ChatStart must be the first message of a Chat, and only the "
+            "first");
+      }
+    }
+    // Checked now so that a bad default fails the chat before any turn.
+    RETURN_IF_ERROR(ToSamplingParams(context_, start.sampling(),
+                                     context_.chat_template.stop_strings)
+                        .status());
+    SessionLease lease;
+    if (start.session_id().empty()) {
+      ASSIGN_OR_RETURN(lease, context_.store->Create());
+    } else {
+      ASSIGN_OR_RETURN(lease, context_.store->Acquire(start.session_id()));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    started_ = true;
+    defaults_ = start.sampling();
+    system_prompt_ = start.system_prompt();
+    v1::ChatStarted* started = queue_.emplace_back().mutable_started();
+    started->set_session_id(lease.session().id);
+    started->set_session_position(lease.session().position());
+    lease_ = std::move(lease);
+    return absl::OkStatus();
+  }
+
+  absl::Status HandleTurn(const v1::ChatTurn& turn) {
+    std::shared_ptr<GenerateJob> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!started_) return NotStartedError();
+      // Cancelled meanwhile: the call is ending, start nothing.
+      if (ending_) return absl::OkStatus();
+      if (job_ != nullptr) {
+        return absl::FailedPreconditionError(
+            "a ChatTurn arrived while the previous reply is still streaming; "
+            "send ChatCancel and wait for its ChatTurnEnd before the next "
+            "turn");
+      }
+      Session& session = lease_.session();
+      const bool empty = session.position() == 0;
+      const ChatTemplate& chat_template = context_.chat_template;
+      const std::string text =
+          chat_template.RenderTurn(empty, system_prompt_, turn.text());
+      const bool add_bos = empty && chat_template.add_bos &&
+                           context_.model->config().bos_token_id.has_value();
+      ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                       EncodeText(context_, text, add_bos));
+      if (static_cast<int64_t>(prompt.size()) >
+          context_.limits.max_input_tokens) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the turn has ", prompt.size(),
+            " tokens with the chat template, more than the server's limit ",
+            context_.limits.max_input_tokens,
+            " (--max_input_tokens); Ingest long documents into the session "
+            "first"));
+      }
+      const v1::SamplingParams sampling =
+          MergeSampling(defaults_, turn.sampling());
+      ASSIGN_OR_RETURN(
+          engine::SamplingParams params,
+          ToSamplingParams(context_, sampling, chat_template.stop_strings));
+      job = std::make_shared<GenerateJob>();
+      job->session = &session;
+      job->observer = this;
+      job->deadline = DeadlineOf(*call_);
+      job->prompt = std::move(prompt);
+      job->params = std::move(params);
+      job->want_logprobs = WantsLogprobs(sampling);
+      job_ = job;
+    }
+    absl::Status submitted = context_.scheduler->Submit(job);
+    if (!submitted.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_.reset();
+    }
+    return submitted;
+  }
+
+  // On the executor: the turn's job is done.
+  void FinalizeTurn(absl::StatusOr<GenerateOutcome> outcome) {
+    Act(WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      job_.reset();
+      if (!outcome.ok()) {
+        EndWithErrorLocked(outcome.status());
+        return;
+      }
+      lease_.Commit();
+      if (broken_) return;
+      v1::ChatTurnEnd* end = queue_.emplace_back().mutable_turn_end();
+      end->set_finish_reason(
+          ToProto(outcome->finish, outcome->stopped_by_caller));
+      end->set_stop_string(outcome->stop_string);
+      end->mutable_usage()->set_prompt_tokens(outcome->prompt_tokens);
+      end->mutable_usage()->set_generated_tokens(outcome->generated_tokens);
+      end->mutable_usage()->set_session_position(outcome->session_position);
+      ToProto(outcome->timings, end->mutable_timings());
+      end->set_seed(outcome->seed);
+    }));
+  }
+
+  bool TakeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (write_in_flight_ || finish_called_ || queue_.empty()) return false;
+    in_flight_ = std::move(queue_.front());
+    queue_.pop_front();
+    write_in_flight_ = true;
+    return true;
+  }
+  // The call ends once it is ending, no turn runs, and every queued
+  // response is written (or the stream is broken).
+  bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!ending_ || job_ != nullptr || write_in_flight_ || starting_read_ ||
+        finish_called_ || !queue_.empty()) {
+      return false;
+    }
+    finish_called_ = true;
+    return true;
+  }
+
+  const ServiceContext& context_;
+  CallbackExecutor& executor_;
+  grpc::CallbackServerContext* const call_;
+  bool registered_ = false;
+  v1::ChatRequest request_;  // owned by the read in flight
+
+  std::mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  SessionLease lease_ ABSL_GUARDED_BY(mu_);
+  v1::SamplingParams defaults_ ABSL_GUARDED_BY(mu_);
+  std::string system_prompt_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<GenerateJob> job_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::ChatResponse> queue_ ABSL_GUARDED_BY(mu_);
+  v1::ChatResponse in_flight_;  // owned by the write in flight
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_next_ ABSL_GUARDED_BY(mu_) = false;
+  bool starting_read_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------
+// Ingest: text or token chunks appended to one IngestJob as the client
+// streams them, read only while little input waits (constant memory).
+
+// The part of `carry` that can be tokenized now, removed from it: the text
+// before its last space (SentencePiece's "▁" attaches to the following word,
+// so a segment that ends before a space tokenizes as it would inside the
+// whole text), or everything at the end of the input. Text without a space
+// is held up to kMaxIngestCarryBytes, then cut at a UTF-8 boundary.
+std::string TakeTokenizableText(std::string& carry, bool end_of_input) {
+  if (end_of_input) return std::exchange(carry, std::string());
+  size_t cut = carry.rfind(' ');
+  if (cut == std::string::npos || cut == 0) {
+    if (carry.size() <= kMaxIngestCarryBytes) return std::string();
+    cut = carry.size() - 1;
+    while (cut > 0 && (static_cast<unsigned char>(carry[cut]) & 0xC0) == 0x80) {
+      --cut;
+    }
+  }
+  std::string segment = carry.substr(0, cut);
+  carry.erase(0, cut);
+  return segment;
+}
+
+class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
+                            public JobObserver {
+ public:
+  IngestReactor(const ServiceContext& context, CallbackExecutor& executor,
+                grpc::CallbackServerContext* call, v1::IngestResponse* response)
+      : context_(context),
+        executor_(executor),
+        call_(call),
+        response_(response) {
+    if (!context_.calls->Begin(call_)) {
+      Finish(ToGrpcStatus(DrainingError()));
+      return;
+    }
+    registered_ = true;
+    StartRead(&request_);
+  }
+
+  // --- JobObserver (engine thread).
+  void OnInputConsumed(int64_t tokens) override {
+    (void)tokens;
+    bool read = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (read_paused_ && !finished_ && job_ != nullptr &&
+          job_->pending_input() < kMaxPendingIngestTokens) {
+        read_paused_ = false;
+        read = starting_read_ = true;
+      }
+    }
+    if (read) StartNextRead();
+  }
+
+  void OnIngestFinished(absl::StatusOr<IngestOutcome> outcome) override {
+    executor_.Post([this, outcome = std::move(outcome)]() mutable {
+      Finalize(std::move(outcome));
+    });
+  }
+
+  // --- Reactions.
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      EndOfInput();
+      return;
+    }
+    absl::Status handled = HandleChunk();
+    if (!handled.ok()) {
+      Fail(handled);
+      return;
+    }
+    bool read = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) {
+        // The job ended early (deadline, cancellation): read no more.
+      } else if (job_->pending_input() < kMaxPendingIngestTokens) {
+        read = starting_read_ = true;
+      } else {
+        read_paused_ = true;
+      }
+    }
+    if (read) StartNextRead();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job_ != nullptr) job_->Cancel();
+  }
+
+  void OnDone() override {
+    if (registered_) context_.calls->End(call_);
+    // Orders the deletion after every reaction's last use of the mutex
+    // (gRPC's own ordering is invisible to ThreadSanitizer).
+    { std::lock_guard<std::mutex> lock(mu_); }
+    delete this;
+  }
+
+ private:
+  absl::Status HandleChunk() {
+    std::vector<int32_t> tokens;
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      first = job_ == nullptr;
+    }
+    if (first) {
+      // The first message opens (or creates) the session and starts the job.
+      if (request_.session_id().empty()) {
+        ASSIGN_OR_RETURN(lease_, context_.store->Create());
+        created_session_ = true;
+      } else {
+        ASSIGN_OR_RETURN(lease_,
+                         context_.store->Acquire(request_.session_id()));
+      }
+      if (request_.add_bos() && lease_.session().position() == 0) {
+        const auto& bos = context_.model->config().bos_token_id;
+        if (!bos.has_value()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("add_bos is set but model '", context_.model_name,
+                           "' has no BOS token"));
+        }
+        tokens.push_back(static_cast<int32_t>(*bos));
+      }
+      auto job = std::make_shared<IngestJob>();
+      job->session = &lease_.session();
+      job->observer = this;
+      job->deadline = DeadlineOf(*call_);
+      RETURN_IF_ERROR(context_.scheduler->Submit(job));
+      // OnCancel may have come before the job existed.
+      if (call_->IsCancelled()) job->Cancel();
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = std::move(job);
+    }
+    switch (request_.chunk_case()) {
+      case v1::IngestRequest::kText: {
+        if (context_.tokenizer == nullptr) {
+          // EncodeText's FailedPrecondition, before the text is held.
+          RETURN_IF_ERROR(EncodeText(context_, "", false).status());
+        }
+        carry_ += request_.text();
+        const std::string segment = TakeTokenizableText(carry_, false);
+        if (!segment.empty()) {
+          ASSIGN_OR_RETURN(std::vector<int32_t> encoded,
+                           EncodeText(context_, segment, false));
+          tokens.insert(tokens.end(), encoded.begin(), encoded.end());
+        }
+        break;
+      }
+      case v1::IngestRequest::kTokens: {
+        const auto& ids = request_.tokens().ids();
+        RETURN_IF_ERROR(CheckTokenIds(
+            context_, absl::MakeConstSpan(ids.data(), ids.size()), "tokens"));
+        tokens.insert(tokens.end(), ids.begin(), ids.end());
+        break;
+      }
+      case v1::IngestRequest::CHUNK_NOT_SET:
+        break;
+    }
+    if (!tokens.empty()) job_->AppendInput(std::move(tokens));
+    return absl::OkStatus();
+  }
+
+  // The client's last message has arrived (or the call was cancelled).
+  void EndOfInput() {
+    std::shared_ptr<IngestJob> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job = job_;
+    }
+    if (job == nullptr) {
+      FinishNow(call_->IsCancelled()
+                    ? absl::CancelledError("the call was cancelled")
+                    : absl::InvalidArgumentError(
+                          "Ingest received no message: the first message "
+                          "names the session (or leaves it empty to create "
+                          "one)"));
+      return;
+    }
+    // A cancelled call's job ends without its input (and may already be
+    // finalizing): add nothing. Cancel again: OnCancel may have come before
+    // the job existed.
+    if (job->cancelled() || call_->IsCancelled()) {
+      job->Cancel();
+      context_.scheduler->Wake();
+      return;
+    }
+    if (!carry_.empty()) {
+      absl::StatusOr<std::vector<int32_t>> rest =
+          EncodeText(context_, TakeTokenizableText(carry_, true), false);
+      if (!rest.ok()) {
+        Fail(rest.status());
+        return;
+      }
+      if (!rest->empty()) job->AppendInput(*std::move(rest));
+    }
+    job->FinishInput();
+    context_.scheduler->Wake();
+  }
+
+  // A bad chunk: the job (if any) is cancelled and the call ends with
+  // `status` once the scheduler has rolled the session back.
+  void Fail(const absl::Status& status) {
+    std::shared_ptr<IngestJob> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      error_ = status;
+      job = job_;
+    }
+    if (job == nullptr) {
+      FinishNow(status);
+      return;
+    }
+    job->Cancel();
+    job->FinishInput();
+    context_.scheduler->Wake();
+  }
+
+  // StartRead with starting_read_ set by the caller; then a Finish that
+  // waited for it goes.
+  void StartNextRead() {
+    StartRead(&request_);
+    std::optional<grpc::Status> deferred;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      starting_read_ = false;
+      deferred.swap(deferred_finish_);
+    }
+    if (deferred.has_value()) Finish(*deferred);
+  }
+
+  // Finishes now, or right after a StartRead being started (gRPC takes no
+  // StartRead after Finish).
+  void FinishOnce(grpc::Status status) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_ = true;
+      if (starting_read_) {
+        deferred_finish_ = std::move(status);
+        return;
+      }
+    }
+    Finish(status);
+  }
+
+  void FinishNow(const absl::Status& status) {
+    if (created_session_) lease_.DeleteOnRelease();
+    lease_ = SessionLease();
+    FinishOnce(ToGrpcStatus(status));
+  }
+
+  // On the executor.
+  void Finalize(absl::StatusOr<IngestOutcome> outcome) {
+    if (outcome.ok()) {
+      lease_.Commit();
+      response_->set_session_id(lease_.session().id);
+      response_->set_tokens_ingested(outcome->tokens_ingested);
+      response_->set_session_position(outcome->session_position);
+      ToProto(outcome->timings, response_->mutable_timings());
+      lease_ = SessionLease();
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    absl::Status error;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      error = error_.ok() ? outcome.status() : error_;
+    }
+    FinishNow(error);
+  }
+
+  const ServiceContext& context_;
+  CallbackExecutor& executor_;
+  grpc::CallbackServerContext* const call_;
+  v1::IngestResponse* const response_;
+  bool registered_ = false;
+  v1::IngestRequest request_;  // owned by the read in flight
+
+  // Touched by the reads (one at a time) and then by Finalize, which runs
+  // after the job has ended, i.e. after FinishInput: never concurrently.
+  SessionLease lease_;
+  bool created_session_ = false;
+  std::string carry_;
+
+  std::mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<IngestJob> job_ ABSL_GUARDED_BY(mu_);
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool starting_read_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------
+// Score: one ScoreJob.
+
+class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
+ public:
+  ScoreReactor(const ServiceContext& context, CallbackExecutor& executor,
+               grpc::CallbackServerContext* call,
+               const v1::ScoreRequest& request, v1::ScoreResponse* response)
+      : context_(context),
+        executor_(executor),
+        call_(call),
+        per_token_(request.per_token()),
+        append_(request.append_to_session() && !request.session_id().empty()),
+        response_(response) {
+    if (!context_.calls->Begin(call_)) {
+      Finish(ToGrpcStatus(DrainingError()));
+      return;
+    }
+    registered_ = true;
+    absl::Status started = Start(request);
+    if (!started.ok()) {
+      session_ = CallSession();
+      Finish(ToGrpcStatus(started));
+    }
+  }
+
+  void OnScoreFinished(absl::StatusOr<ScoreOutcome> outcome) override {
+    executor_.Post([this, outcome = std::move(outcome)]() mutable {
+      Finalize(std::move(outcome));
+    });
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job_ != nullptr) job_->Cancel();
+  }
+
+  void OnDone() override {
+    if (registered_) context_.calls->End(call_);
+    // Orders the deletion after every reaction's last use of the mutex
+    // (gRPC's own ordering is invisible to ThreadSanitizer).
+    { std::lock_guard<std::mutex> lock(mu_); }
+    delete this;
+  }
+
+ private:
+  absl::Status Start(const v1::ScoreRequest& request) {
+    ASSIGN_OR_RETURN(session_, OpenCallSession(context_, request.session_id()));
+    Session& session = session_.get();
+    ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
+                     InputTokens(context_, request.input(),
+                                 session.position() == 0, "input"));
+    if (tokens.empty()) {
+      return absl::InvalidArgumentError(
+          "input is empty: send the text or token ids to score");
+    }
+    auto job = std::make_shared<ScoreJob>();
+    job->session = &session;
+    job->observer = this;
+    job->deadline = DeadlineOf(*call_);
+    job->tokens = std::move(tokens);
+    job->append_to_session = append_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = job;
+    }
+    absl::Status submitted = context_.scheduler->Submit(std::move(job));
+    if (!submitted.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_.reset();
+    }
+    return submitted;
+  }
+
+  void Finalize(absl::StatusOr<ScoreOutcome> outcome) {
+    if (!outcome.ok()) {
+      session_ = CallSession();
+      Finish(ToGrpcStatus(outcome.status()));
+      return;
+    }
+    if (append_) session_.lease.Commit();
+    session_ = CallSession();
+    const engine::ScoreResult& score = outcome->score;
+    if (per_token_) {
+      const size_t n =
+          std::min(score.logprobs.size(), outcome->scored_tokens.size());
+      for (size_t i = 0; i < n; ++i) {
+        v1::TokenLogprob* entry = response_->add_tokens();
+        entry->set_token(outcome->scored_tokens[i]);
+        entry->set_logprob(score.logprobs[i]);
+        entry->set_text(
+            TokenText(context_.tokenizer, outcome->scored_tokens[i]));
+      }
+    }
+    response_->set_total_logprob(score.total_logprob);
+    response_->set_count(score.count);
+    response_->set_perplexity(score.perplexity);
+    response_->mutable_usage()->set_prompt_tokens(outcome->prompt_tokens);
+    response_->mutable_usage()->set_session_position(outcome->session_position);
+    ToProto(outcome->timings, response_->mutable_timings());
+    Finish(grpc::Status::OK);
+  }
+
+  const ServiceContext& context_;
+  CallbackExecutor& executor_;
+  grpc::CallbackServerContext* const call_;
+  const bool per_token_;
+  const bool append_;
+  v1::ScoreResponse* const response_;
+  bool registered_ = false;
+  CallSession session_;
+
+  std::mutex mu_;
+  std::shared_ptr<ScoreJob> job_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
+    grpc::CallbackServerContext* call, const v1::GenerateRequest* request) {
+  return new GenerateReactor(*context_, executor_, call, *request);
+}
+
+grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>*
+InferenceService::Chat(grpc::CallbackServerContext* call) {
+  return new ChatReactor(*context_, executor_, call);
+}
+
+grpc::ServerReadReactor<v1::IngestRequest>* InferenceService::Ingest(
+    grpc::CallbackServerContext* call, v1::IngestResponse* response) {
+  return new IngestReactor(*context_, executor_, call, response);
+}
+
+grpc::ServerUnaryReactor* InferenceService::Score(
+    grpc::CallbackServerContext* call, const v1::ScoreRequest* request,
+    v1::ScoreResponse* response) {
+  return new ScoreReactor(*context_, executor_, call, *request, response);
+}
+
+}  // namespace linserve::server
