@@ -46,8 +46,8 @@ ABSL_FLAG(std::string, model, DefaultModelDir(),
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "host:port to serve gRPC on; port 0 picks a free port.");
 ABSL_FLAG(int32_t, metrics_port, 0,
-          "Reserved for the Prometheus /metrics endpoint (issue 5); accepted "
-          "and ignored by this build.");
+          "Port for Prometheus /metrics (text format), served on the host of "
+          "--listen; 0: metrics are not served.");
 ABSL_FLAG(std::string, spill_dir, "",
           "Directory for sessions beyond --max_sessions_in_ram and for every "
           "session on shutdown (SIGTERM); a server started again with the same "
@@ -197,6 +197,18 @@ int main(int argc, char** argv) {
   options.keepalive_timeout = ToMillis(absl::GetFlag(FLAGS_keepalive_timeout));
   options.drain_grace = ToMillis(absl::GetFlag(FLAGS_drain_grace));
   options.chat_template = absl::GetFlag(FLAGS_chat_template);
+  const int32_t metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port < 0 || metrics_port > 65535) {
+    return Fail(absl::StrCat("--metrics_port must be in [0, 65535], got ",
+                             metrics_port));
+  }
+  if (metrics_port > 0) {
+    const size_t colon = options.listen.rfind(':');
+    options.metrics_listen = absl::StrCat(colon == std::string::npos
+                                              ? std::string("0.0.0.0")
+                                              : options.listen.substr(0, colon),
+                                          ":", metrics_port);
+  }
 
   absl::StatusOr<std::unique_ptr<linserve::server::Server>> started =
       linserve::server::Server::Start(options);
@@ -216,10 +228,9 @@ int main(int argc, char** argv) {
       static_cast<long long>(config.vocab_size), dtype.c_str(),
       static_cast<long long>(server.model().StateBytes()),
       omp_get_max_threads(), server.startup_seconds());
-  if (absl::GetFlag(FLAGS_metrics_port) != 0) {
-    std::printf(
-        "linserve: --metrics_port is reserved (issue 5); no metrics "
-        "are served by this build\n");
+  if (server.metrics_port() != 0) {
+    std::printf("linserve: metrics on port %d at /metrics\n",
+                server.metrics_port());
   }
   std::fflush(stdout);
 

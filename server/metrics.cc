@@ -6,11 +6,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 
@@ -128,6 +130,13 @@ Metrics::Metrics(const MetricsLabels& labels)
                    .Help("Calls refused before they ran, by reason.")
                    .Labels(model)
                    .Register(r);
+  // Every reason exists from the start (at 0), so rates and alerts see a
+  // series before the first refusal.
+  for (RejectReason reason :
+       {RejectReason::kQueueFull, RejectReason::kDraining,
+        RejectReason::kSessionBusy, RejectReason::kSessionLimit}) {
+    rejected_->Add({{"reason", ReasonLabel(reason)}});
+  }
   queue_time_ = histogram(
       "linserve_request_queue_time_seconds",
       "Time from a call's arrival to the first engine step that works on it.",
@@ -188,7 +197,23 @@ Metrics::Metrics(const MetricsLabels& labels)
       ->Set(static_cast<double>(labels.parameters));
 }
 
-Metrics::~Metrics() = default;
+// What the exposer collects: the registry, after the refresh callback.
+class Metrics::RefreshingCollectable : public prometheus::Collectable {
+ public:
+  explicit RefreshingCollectable(const Metrics* metrics) : metrics_(metrics) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    if (metrics_->refresh_) metrics_->refresh_();
+    return metrics_->registry_->Collect();
+  }
+
+ private:
+  const Metrics* metrics_;
+};
+
+Metrics::~Metrics() {
+  // Stop serving before the registry and the callbacks go away.
+  exposer_.reset();
+}
 
 absl::Status Metrics::Serve(const std::string& address) {
   try {
@@ -198,13 +223,15 @@ absl::Status Metrics::Serve(const std::string& address) {
         absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
                      " (is the port taken? set --metrics_port)"));
   }
-  exposer_->RegisterCollectable(registry_);
+  collectable_ = std::make_shared<RefreshingCollectable>(this);
+  exposer_->RegisterCollectable(collectable_);
   const std::vector<int> ports = exposer_->GetListeningPorts();
   port_ = ports.empty() ? 0 : ports.front();
   return absl::OkStatus();
 }
 
 std::string Metrics::Scrape() const {
+  if (refresh_) refresh_();
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 

@@ -15,6 +15,7 @@
 #define LINSERVE_SERVER_METRICS_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -59,6 +60,12 @@ class Metrics {
   int port() const { return port_; }
   // The text exposition of every series (what a scrape returns).
   std::string Scrape() const;
+  // Called at the start of every scrape, to set gauges that are cheaper to
+  // read when asked than to keep current (the session counts). Set before
+  // Serve.
+  void SetRefresh(std::function<void()> refresh) {
+    refresh_ = std::move(refresh);
+  }
 
   // A finished RPC: its method ("Generate", "GetSession", ...) and gRPC
   // status code (the integer value of grpc::StatusCode).
@@ -86,7 +93,10 @@ class Metrics {
   void AddFork();
 
  private:
+  class RefreshingCollectable;
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<RefreshingCollectable> collectable_;
+  std::function<void()> refresh_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
 

@@ -189,8 +189,6 @@ void Scheduler::Loop() {
   const int vocab = static_cast<int>(model_.vocab_size());
   std::vector<float> logits;
 
-  int64_t step_generated = 0;  // tokens sampled in the current step
-
   // The first step that works on a job.
   auto mark_started = [&](Running& r, SteadyClock::time_point now) {
     r.started = true;
@@ -296,7 +294,9 @@ void Scheduler::Loop() {
   auto on_sampled = [&](Running& r, const engine::SampleResult& sample) {
     GenerateJob& g = *r.generate;
     r.generated.push_back(sample.token);
-    ++step_generated;
+    // Counted before the caller hears of it, so a scrape after the call
+    // ends includes it.
+    if (metrics_ != nullptr) metrics_->AddGenerationTokens(1);
     std::string piece;
     if (r.detokenizer.has_value()) {
       absl::StatusOr<std::string> text = r.detokenizer->Push(sample.token);
@@ -401,6 +401,7 @@ void Scheduler::Loop() {
             *session.state, piece,
             last ? engine::LogitsMode::kLast : engine::LogitsMode::kNone,
             last ? logits.data() : nullptr));
+        if (metrics_ != nullptr) metrics_->AddPromptTokens(n);
         r.next_input += static_cast<size_t>(n);
         if (last) {
           session.extras.pending_token.reset();
@@ -429,6 +430,7 @@ void Scheduler::Loop() {
             out.scored_tokens.push_back(r.input[begin + 1 + j]);
           }
           out.score.total_logprob += part.total_logprob;
+          if (metrics_ != nullptr) metrics_->AddIngestTokens(n - 1);
           r.next_input = begin + static_cast<size_t>(n) - 1;
           if (r.next_input + 1 < r.input.size()) return n - 1;
         }
@@ -486,6 +488,9 @@ void Scheduler::Loop() {
           session.extras.pending_token = r.held;
           session.extras.MarkSeen(taken);
           r.ingested += static_cast<int64_t>(taken.size());
+          if (metrics_ != nullptr) {
+            metrics_->AddIngestTokens(static_cast<int64_t>(taken.size()));
+          }
           in.observer->OnInputConsumed(static_cast<int64_t>(taken.size()));
         }
         if (finished_input) {
@@ -558,7 +563,6 @@ void Scheduler::Loop() {
 
     // Cancelled and expired jobs end here, their sessions restored.
     const SteadyClock::time_point now = SteadyClock::now();
-    step_generated = 0;
     int64_t step_fed = 0;
     std::erase_if(running, [&](std::unique_ptr<Running>& r) {
       if (r->job->cancelled()) {
@@ -639,13 +643,6 @@ void Scheduler::Loop() {
         } else {
           budget -= std::max<int64_t>(*used, 1);
           step_fed += *used;
-          if (metrics_ != nullptr) {
-            if (r.kind == Running::Kind::kGenerate) {
-              metrics_->AddPromptTokens(*used);
-            } else {
-              metrics_->AddIngestTokens(*used);
-            }
-          }
         }
         if (done) finished.push_back(&r);
         progressed = true;
@@ -664,7 +661,6 @@ void Scheduler::Loop() {
         metrics_->RecordStep(static_cast<int64_t>(decoders.size()),
                              static_cast<int64_t>(decoders.size()) + step_fed,
                              SecondsBetween(now, SteadyClock::now()));
-        metrics_->AddGenerationTokens(step_generated);
       }
       metrics_->SetRequests(static_cast<int64_t>(running.size()),
                             num_waiting());

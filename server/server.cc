@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "engine/safetensors.h"
 #include "engine/session_extras.h"
+#include "kernels/cpu_features.h"
 #include "server/chat_template.h"
 #include "server/inference_service.h"
 #include "server/models_service.h"
@@ -127,9 +128,28 @@ absl::Status Server::Init() {
   ASSIGN_OR_RETURN(
       ChatTemplate chat_template,
       LoadChatTemplate(options_.chat_template, options_.model_dir));
+  MetricsLabels labels;
+  labels.model = BaseName(options_.model_dir);
+  labels.version = LINSERVE_VERSION;
+  labels.isa = std::string(kernels::KernelIsaName(kernels::ActiveKernelIsa()));
+  labels.state_bytes_per_session = model_->StateBytes();
+  labels.parameters = CountParameters(options_.model_dir);
+  metrics_ = std::make_unique<Metrics>(labels);
   ASSIGN_OR_RETURN(store_, SessionStore::Open(*model_, options_.sessions));
+  Metrics* metrics = metrics_.get();
+  store_->on_evicted = [metrics] { metrics->AddEviction(); };
+  store_->on_expired = [metrics] { metrics->AddExpired(1); };
+  SessionStore* store = store_.get();
+  metrics_->SetRefresh([metrics, store] {
+    metrics->SetSessions(store->size_in_ram(),
+                         store->size() - store->size_in_ram(),
+                         store->state_bytes_in_ram());
+  });
+  if (!options_.metrics_listen.empty()) {
+    RETURN_IF_ERROR(metrics_->Serve(options_.metrics_listen));
+  }
   scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(),
-                                           options_.scheduler);
+                                           options_.scheduler, metrics);
 
   context_.model = model_.get();
   context_.tokenizer = tokenizer_.get();
@@ -152,6 +172,12 @@ absl::Status Server::Init() {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<MetricsInterceptorFactory>(metrics_.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
                            &port_);
   builder.RegisterService(inference_service_.get());

@@ -34,6 +34,8 @@
 #include "engine/tokenizer.h"
 #include "kernels/dtype.h"
 #include "server/call_tracker.h"
+#include "server/metrics.h"
+#include "server/metrics_interceptor.h"
 #include "server/scheduler.h"
 #include "server/service_context.h"
 #include "server/session_store.h"
@@ -67,6 +69,9 @@ struct ServerOptions {
   std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(20)};
   // What Drain gives running calls by default (main's SIGTERM handling).
   std::chrono::milliseconds drain_grace{std::chrono::seconds(30)};
+  // host:port for Prometheus /metrics (port 0 picks one, see
+  // metrics_port()); empty: metrics are kept but not served.
+  std::string metrics_listen;
   // A chat template file; empty: model_dir/chat_template.txt or the
   // built-in default (server/chat_template.h).
   std::string chat_template;
@@ -89,6 +94,9 @@ class Server {
   int port() const { return port_; }
   // "host:port" with the bound port.
   const std::string& address() const { return address_; }
+  // The port /metrics is served on (0 when not served).
+  int metrics_port() const { return metrics_->port(); }
+  Metrics& metrics() { return *metrics_; }
   // Seconds Start took.
   double startup_seconds() const { return startup_seconds_; }
 
@@ -119,6 +127,7 @@ class Server {
   const ServerOptions options_;
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<engine::Tokenizer> tokenizer_;
+  std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<SessionStore> store_;
   std::unique_ptr<Scheduler> scheduler_;
   CallTracker calls_;
