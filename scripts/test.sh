@@ -4,7 +4,7 @@
 # machine as root.
 #   bash scripts/test.sh                          # RelWithDebInfo, build/
 #   LINSERVE_SANITIZE=address bash scripts/test.sh  # build-address/
-#   TEST_FILTER='^server: ' TARGETS=server_test LINSERVE_SANITIZE=thread \
+#   TEST_FILTER='^server core:' TARGETS=server_core_test LINSERVE_SANITIZE=thread \
 #     bash scripts/test.sh                        # a subset (ctest -R)
 set -euo pipefail
 cd "$(dirname "$0")/.."
