@@ -135,8 +135,11 @@ class RequestBudget {
   SteadyClock::time_point end_;
 };
 
+// Counts a failed request and backs off a little, so that a server that
+// refuses everything is not hammered in a tight loop.
 void RecordError(Measurements& m, const absl::Status& status) {
   ++m.errors[absl::StatusCodeToString(status.code())];
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
 std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int64_t count,
