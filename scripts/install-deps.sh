@@ -28,6 +28,9 @@ build_packages=(
   # Default model's corpus and tokenizer trainer (tools/train); matplotlib
   # draws its loss curve.
   bible-kjv bible-kjv-text sentencepiece python3-matplotlib
+  # Operations tests (tests/deploy): promtool and a Prometheus server, YAML
+  # for the Python checks, node and npm for the Kubernetes schema validators.
+  prometheus python3-yaml nodejs npm
 )
 
 runtime_packages=(
@@ -49,6 +52,11 @@ fi
 
 missing=()
 for p in "${packages[@]}"; do
+  # A node from elsewhere (NodeSource's nodejs bundles npm and conflicts with
+  # Debian's npm package) already provides npm.
+  if [[ "$p" == npm ]] && command -v npm >/dev/null; then
+    continue
+  fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
