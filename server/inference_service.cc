@@ -2,16 +2,25 @@
 //
 // Threads: gRPC reactions (constructors, OnReadDone, OnWriteDone, OnCancel)
 // run on gRPC's threads; JobObserver callbacks on the scheduler's engine
-// thread; Finalize* on the service's CallbackExecutor. Each reactor's mutex
-// guards its queue and flags. Never held while calling into the scheduler
-// (Submit, Wake), whose own lock is held while it calls observers; gRPC
-// operations (StartWrite, StartRead, Finish) are started after unlocking.
-// Finish is always the last thing a reaction does with the reactor: OnDone
-// may delete it right after.
+// thread; Finalize* on the service's CallbackExecutor; the continuation
+// after a session is opened inline or on the store's I/O thread (below).
+// Each reactor's mutex guards its queue and flags. Never held while calling
+// into the scheduler (Submit, Wake), whose own lock is held while it calls
+// observers; gRPC operations (StartWrite, StartRead, Finish) are started
+// after unlocking. Finish is always the last thing a reaction does with the
+// reactor: OnDone may delete it right after.
+//
+// Sessions are leased with the store's async calls (SessionStore::
+// AcquireAsync), so a reaction never reads a spilled session's file: the
+// continuation runs inline when the session is in RAM, else on the store's
+// I/O thread. Until it has run the reactor does not Finish (a cancellation
+// meanwhile only marks the call; the continuation sees it), so the reactor
+// outlives the callback.
 #include "server/inference_service.h"
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,6 +56,29 @@ void QueueChunk(const GeneratedChunk& chunk, const engine::Tokenizer* tokenizer,
   ToProto(chunk, tokenizer, fresh);
 }
 
+// OpenCallSession (server/request_conversion.h) without blocking on disk:
+// `done` gets a fresh state (no session_id) or the leased session, inline
+// unless the session had to be read back from the spill directory (then on
+// the store's I/O thread).
+void OpenCallSessionAsync(
+    const ServiceContext& context, const std::string& session_id,
+    std::function<void(absl::StatusOr<CallSession>)> done) {
+  if (session_id.empty()) {
+    done(OpenCallSession(context, session_id));
+    return;
+  }
+  context.store->AcquireAsync(
+      session_id, [done = std::move(done)](absl::StatusOr<SessionLease> lease) {
+        if (!lease.ok()) {
+          done(lease.status());
+          return;
+        }
+        CallSession session;
+        session.lease = *std::move(lease);
+        done(std::move(session));
+      });
+}
+
 // ---------------------------------------------------------------------------
 // Generate: one GenerateJob, its chunks streamed, then a GenerateResult.
 
@@ -63,15 +95,11 @@ class GenerateReactor final
       return;
     }
     registered_ = true;
-    absl::Status started = Start(request);
-    if (!started.ok()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        job_.reset();
-      }
-      session_ = CallSession();
-      Finish(ToGrpcStatus(started));
-    }
+    // `request` lives until OnDone, which needs our Finish.
+    OpenCallSessionAsync(context_, request.session_id(),
+                         [this, &request](absl::StatusOr<CallSession> session) {
+                           StartOrFinish(request, std::move(session));
+                         });
   }
 
   // --- JobObserver (engine thread).
@@ -134,8 +162,23 @@ class GenerateReactor final
   }
 
  private:
-  absl::Status Start(const v1::GenerateRequest& request) {
-    ASSIGN_OR_RETURN(session_, OpenCallSession(context_, request.session_id()));
+  // Once the session is open (inline or on the store's I/O thread).
+  void StartOrFinish(const v1::GenerateRequest& request,
+                     absl::StatusOr<CallSession> session) {
+    absl::Status started = Start(request, std::move(session));
+    if (!started.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        job_.reset();
+      }
+      session_ = CallSession();
+      Finish(ToGrpcStatus(started));
+    }
+  }
+
+  absl::Status Start(const v1::GenerateRequest& request,
+                     absl::StatusOr<CallSession> opened) {
+    ASSIGN_OR_RETURN(session_, std::move(opened));
     Session& session = session_.get();
     ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
                      InputTokens(context_, request.prompt(),
@@ -162,6 +205,10 @@ class GenerateReactor final
       std::lock_guard<std::mutex> lock(mu_);
       job_ = job;
     }
+    // OnCancel may have come while the session was being read back (before
+    // job_ was set). Not after Submit: the job may finish, and the reactor
+    // be deleted, before Submit returns.
+    if (call_->IsCancelled()) job->Cancel();
     return context_.scheduler->Submit(std::move(job));
   }
 
@@ -288,14 +335,12 @@ class ChatReactor final
       }));
       return;
     }
-    absl::Status handled = HandleRequest();
-    Act(WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      if (!handled.ok()) {
-        EndWithErrorLocked(handled);
-      } else if (!ending_) {
-        read_next_ = true;  // the next message (a turn, a cancel)
-      }
-    }));
+    if (request_.kind_case() == v1::ChatRequest::kStart) {
+      // May continue on the store's I/O thread (a spilled session).
+      HandleStart(request_.start());
+      return;
+    }
+    AfterRequest(HandleRequest());
   }
 
   void OnWriteDone(bool ok) override {
@@ -377,11 +422,22 @@ class ChatReactor final
     if (job_ != nullptr) job_->Cancel();
   }
 
-  // Handles request_ (a gRPC thread, no lock held on entry).
+  // After a request was handled: the next read, or the end on an error.
+  void AfterRequest(const absl::Status& handled) {
+    Act(WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (!handled.ok()) {
+        EndWithErrorLocked(handled);
+      } else if (!ending_) {
+        read_next_ = true;  // the next message (a turn, a cancel)
+      }
+    }));
+  }
+
+  // Handles request_ but a start (a gRPC thread, no lock held on entry).
   absl::Status HandleRequest() {
     switch (request_.kind_case()) {
       case v1::ChatRequest::kStart:
-        return HandleStart(request_.start());
+        break;  // HandleStart
       case v1::ChatRequest::kTurn:
         return HandleTurn(request_.turn());
       case v1::ChatRequest::kCancel: {
@@ -402,7 +458,38 @@ class ChatReactor final
         "the first message of a Chat must be a ChatStart");
   }
 
-  absl::Status HandleStart(const v1::ChatStart& start) {
+  // Opens the chat's session, then AfterRequest: inline, or on the store's
+  // I/O thread when the session is read back (meanwhile `loading_` holds
+  // the Finish back, so the reactor outlives the callback).
+  void HandleStart(const v1::ChatStart& start) {
+    absl::Status checked = CheckStart(start);
+    if (!checked.ok()) {
+      AfterRequest(checked);
+      return;
+    }
+    if (start.session_id().empty()) {
+      absl::StatusOr<SessionLease> lease = context_.store->Create();
+      AfterRequest(lease.ok() ? Started(start, *std::move(lease))
+                              : lease.status());
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      loading_ = true;
+    }
+    context_.store->AcquireAsync(
+        start.session_id(), [this, start](absl::StatusOr<SessionLease> lease) {
+          absl::Status handled =
+              lease.ok() ? Started(start, *std::move(lease)) : lease.status();
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            loading_ = false;
+          }
+          AfterRequest(handled);
+        });
+  }
+
+  absl::Status CheckStart(const v1::ChatStart& start) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (started_) {
@@ -412,16 +499,16 @@ class ChatReactor final
       }
     }
     // Checked now so that a bad default fails the chat before any turn.
-    RETURN_IF_ERROR(ToSamplingParams(context_, start.sampling(),
-                                     context_.chat_template.stop_strings)
-                        .status());
-    SessionLease lease;
-    if (start.session_id().empty()) {
-      ASSIGN_OR_RETURN(lease, context_.store->Create());
-    } else {
-      ASSIGN_OR_RETURN(lease, context_.store->Acquire(start.session_id()));
-    }
+    return ToSamplingParams(context_, start.sampling(),
+                            context_.chat_template.stop_strings)
+        .status();
+  }
+
+  // The chat's session is leased: the chat starts (unless the call ended
+  // meanwhile; then the lease goes back at once).
+  absl::Status Started(const v1::ChatStart& start, SessionLease lease) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (ending_) return absl::OkStatus();  // `lease` released on return
     started_ = true;
     defaults_ = start.sampling();
     system_prompt_ = start.system_prompt();
@@ -517,8 +604,8 @@ class ChatReactor final
   // The call ends once it is ending, no turn runs, and every queued
   // response is written (or the stream is broken).
   bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!ending_ || job_ != nullptr || write_in_flight_ || starting_read_ ||
-        finish_called_ || !queue_.empty()) {
+    if (!ending_ || job_ != nullptr || loading_ || write_in_flight_ ||
+        starting_read_ || finish_called_ || !queue_.empty()) {
       return false;
     }
     finish_called_ = true;
@@ -542,6 +629,7 @@ class ChatReactor final
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool read_next_ ABSL_GUARDED_BY(mu_) = false;
   bool starting_read_ ABSL_GUARDED_BY(mu_) = false;
+  bool loading_ ABSL_GUARDED_BY(mu_) = false;  // the ChatStart's session
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
@@ -611,28 +699,40 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   }
 
   // --- Reactions.
+  // Each read's handling (this reaction, and for the first message its
+  // continuation) runs with handling_ set: a Finish from Finalize (the job
+  // may end, e.g. cancelled, at any time once submitted) waits for its end.
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      EndOfInput();
-      return;
-    }
-    absl::Status handled = HandleChunk();
-    if (!handled.ok()) {
-      Fail(handled);
-      return;
-    }
-    bool read = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (finished_) {
-        // The job ended early (deadline, cancellation): read no more.
-      } else if (job_->pending_input() < kMaxPendingIngestTokens) {
-        read = starting_read_ = true;
-      } else {
-        read_paused_ = true;
-      }
+      handling_ = true;
     }
-    if (read) StartNextRead();
+    if (!ok) {
+      EndOfInput();
+      EndHandling(/*read_more=*/false);
+      return;
+    }
+    bool first;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      first = job_ == nullptr;
+    }
+    if (first && !request_.session_id().empty()) {
+      // The session first; the chunk is handled once it is leased (on the
+      // store's I/O thread if it is read back). No read is started and no
+      // job exists meanwhile, and handling_ holds any Finish back.
+      context_.store->AcquireAsync(request_.session_id(),
+                                   [this](absl::StatusOr<SessionLease> lease) {
+                                     if (!lease.ok()) {
+                                       AfterChunk(lease.status());
+                                       return;
+                                     }
+                                     lease_ = *std::move(lease);
+                                     AfterChunk(HandleChunk());
+                                   });
+      return;
+    }
+    AfterChunk(HandleChunk());
   }
 
   void OnCancel() override {
@@ -649,6 +749,40 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   }
 
  private:
+  // After a chunk was handled: the next read, a pause, or the end.
+  void AfterChunk(const absl::Status& handled) {
+    if (!handled.ok()) Fail(handled);
+    EndHandling(/*read_more=*/handled.ok());
+  }
+
+  // The end of a read's handling: a Finish that waited for it goes now;
+  // else, when `read_more`, the next read (or a pause while much input
+  // waits).
+  void EndHandling(bool read_more) {
+    bool read = false;
+    std::optional<grpc::Status> deferred;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      handling_ = false;
+      deferred.swap(deferred_finish_);
+      if (deferred.has_value() || !read_more || finished_) {
+        // The call ends (or the job ended early, e.g. deadline or
+        // cancellation, and its Finalize comes): read no more.
+      } else if (job_->pending_input() < kMaxPendingIngestTokens) {
+        read = starting_read_ = true;
+      } else {
+        read_paused_ = true;
+      }
+    }
+    if (deferred.has_value()) {
+      Finish(*deferred);
+      return;
+    }
+    if (read) StartNextRead();
+  }
+
+  // Handles request_; the first message's session is already leased unless
+  // it is to be created.
   absl::Status HandleChunk() {
     std::vector<int32_t> tokens;
     bool first = false;
@@ -661,9 +795,6 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
       if (request_.session_id().empty()) {
         ASSIGN_OR_RETURN(lease_, context_.store->Create());
         created_session_ = true;
-      } else {
-        ASSIGN_OR_RETURN(lease_,
-                         context_.store->Acquire(request_.session_id()));
       }
       if (request_.add_bos() && lease_.session().position() == 0) {
         const auto& bos = context_.model->config().bos_token_id;
@@ -782,12 +913,13 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   }
 
   // Finishes now, or right after a StartRead being started (gRPC takes no
-  // StartRead after Finish).
+  // StartRead after Finish) or a read's handling (which still uses the
+  // reactor).
   void FinishOnce(grpc::Status status) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       finished_ = true;
-      if (starting_read_) {
+      if (starting_read_ || handling_) {
         deferred_finish_ = std::move(status);
         return;
       }
@@ -828,8 +960,10 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   bool registered_ = false;
   v1::IngestRequest request_;  // owned by the read in flight
 
-  // Touched by the reads (one at a time) and then by Finalize, which runs
-  // after the job has ended, i.e. after FinishInput: never concurrently.
+  // Touched by the reads (one at a time; the first one's continuation may
+  // run on the store's I/O thread before the next read starts) and then by
+  // Finalize, which runs after the job has ended, i.e. after FinishInput:
+  // never concurrently.
   SessionLease lease_;
   bool created_session_ = false;
   std::string carry_;
@@ -839,6 +973,7 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   std::shared_ptr<IngestJob> job_ ABSL_GUARDED_BY(mu_);
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool starting_read_ ABSL_GUARDED_BY(mu_) = false;
+  bool handling_ ABSL_GUARDED_BY(mu_) = false;  // OnReadDone and its sequel
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(mu_);
 };
@@ -862,11 +997,16 @@ class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
       return;
     }
     registered_ = true;
-    absl::Status started = Start(request);
-    if (!started.ok()) {
-      session_ = CallSession();
-      Finish(ToGrpcStatus(started));
-    }
+    // `request` lives until OnDone, which needs our Finish.
+    OpenCallSessionAsync(context_, request.session_id(),
+                         [this, &request](absl::StatusOr<CallSession> session) {
+                           absl::Status started =
+                               Start(request, std::move(session));
+                           if (!started.ok()) {
+                             session_ = CallSession();
+                             Finish(ToGrpcStatus(started));
+                           }
+                         });
   }
 
   void OnScoreFinished(absl::StatusOr<ScoreOutcome> outcome) override {
@@ -889,8 +1029,9 @@ class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
   }
 
  private:
-  absl::Status Start(const v1::ScoreRequest& request) {
-    ASSIGN_OR_RETURN(session_, OpenCallSession(context_, request.session_id()));
+  absl::Status Start(const v1::ScoreRequest& request,
+                     absl::StatusOr<CallSession> opened) {
+    ASSIGN_OR_RETURN(session_, std::move(opened));
     Session& session = session_.get();
     ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
                      InputTokens(context_, request.input(),
@@ -909,6 +1050,10 @@ class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = job;
     }
+    // OnCancel may have come while the session was being read back (before
+    // job_ was set). Not after Submit: the job may finish, and the reactor
+    // be deleted, before Submit returns.
+    if (call_->IsCancelled()) job->Cancel();
     absl::Status submitted = context_.scheduler->Submit(std::move(job));
     if (!submitted.ok()) {
       std::lock_guard<std::mutex> lock(mu_);

@@ -136,17 +136,19 @@ absl::Status Server::Init() {
   labels.parameters = CountParameters(options_.model_dir);
   metrics_ = std::make_unique<Metrics>(labels);
   ASSIGN_OR_RETURN(store_, SessionStore::Open(*model_, options_.sessions));
-  Metrics* metrics = metrics_.get();
-  store_->on_evicted = [metrics] { metrics->AddEviction(); };
-  store_->on_expired = [metrics] { metrics->AddExpired(1); };
-  SessionStore* store = store_.get();
-  metrics_->SetRefresh([metrics, store] {
-    metrics->SetSessions(store->size_in_ram(),
-                         store->size() - store->size_in_ram(),
-                         store->state_bytes_in_ram());
-  });
-  if (!options_.metrics_listen.empty()) {
-    RETURN_IF_ERROR(metrics_->Serve(options_.metrics_listen));
+  Metrics* metrics = options_.metrics_enabled ? metrics_.get() : nullptr;
+  if (metrics != nullptr) {
+    store_->on_evicted = [metrics] { metrics->AddEviction(); };
+    store_->on_expired = [metrics] { metrics->AddExpired(1); };
+    SessionStore* store = store_.get();
+    metrics->SetRefresh([metrics, store] {
+      metrics->SetSessions(store->size_in_ram(),
+                           store->size() - store->size_in_ram(),
+                           store->state_bytes_in_ram());
+    });
+    if (!options_.metrics_listen.empty()) {
+      RETURN_IF_ERROR(metrics->Serve(options_.metrics_listen));
+    }
   }
   scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(),
                                            options_.scheduler, metrics);
@@ -175,9 +177,11 @@ absl::Status Server::Init() {
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
-  interceptors.push_back(
-      std::make_unique<MetricsInterceptorFactory>(metrics_.get()));
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  if (metrics != nullptr) {
+    interceptors.push_back(
+        std::make_unique<MetricsInterceptorFactory>(metrics));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
                            &port_);
   builder.RegisterService(inference_service_.get());

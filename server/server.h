@@ -72,6 +72,10 @@ struct ServerOptions {
   // host:port for Prometheus /metrics (port 0 picks one, see
   // metrics_port()); empty: metrics are kept but not served.
   std::string metrics_listen;
+  // False: nothing is recorded (no interceptor, no engine-loop series) and
+  // nothing served; for measuring what the instrumentation costs
+  // (bench/serving_bench).
+  bool metrics_enabled = true;
   // A chat template file; empty: model_dir/chat_template.txt or the
   // built-in default (server/chat_template.h).
   std::string chat_template;

@@ -4,11 +4,19 @@
 // release. Work that touches a state or a file (allocation, copies,
 // serialization, reads, writes, removals) happens outside the mutex, with
 // the entry pinned (`leased` or `io`) so no one else touches it meanwhile.
+//
+// The I/O thread (started when there is a spill directory) waits on the
+// same mutex for two kinds of work: loads queued by the async methods (the
+// entry pinned as leased, its callback run after the read), and an eviction
+// request (a flag set by whoever put RAM past the limit). It alternates
+// between them so that neither starves the other.
 #include "server/session_store.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -18,6 +26,7 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -59,6 +68,13 @@ absl::Status BeingWritten(const std::string& id) {
       "session ", Quote(id),
       " is being written to the spill directory (it was idle and RAM is "
       "full); retry in a moment"));
+}
+
+absl::Status StoreClosed(const std::string& id) {
+  return absl::UnavailableError(absl::StrCat(
+      "session ", Quote(id),
+      " was not read back: the server is shutting down; retry on another "
+      "replica or after the restart"));
 }
 
 absl::Status CheckClientId(const std::string& id) {
@@ -368,20 +384,37 @@ struct SessionStore::Impl {
     return written;
   }
 
-  // Spills least recently released idle sessions until at most
-  // max_sessions_in_ram are in RAM (or none is idle). Called without the
-  // mutex, on the thread whose release or addition went past the limit.
-  void EnforceRamLimit(const std::function<void()>& on_evicted) {
+  // Whether an idle session should spill: RAM (less what is being written)
+  // holds more than max_sessions_in_ram.
+  bool OverRamLimitLocked() const {
+    return in_ram - pinned_for_spill > options.max_sessions_in_ram &&
+           !lru.empty();
+  }
+
+  // Wakes the I/O thread if RAM is over the limit. Never touches the disk:
+  // called on the thread whose release or addition may have gone past it.
+  void RequestEvictionIfNeeded() {
     if (!spilling_enabled()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!OverRamLimitLocked()) return;
+      eviction_requested = true;
+    }
+    io_wake.notify_one();
+  }
+
+  // On the I/O thread, with `evicting` set: spills least recently released
+  // idle sessions until at most max_sessions_in_ram are in RAM (or none is
+  // idle, or the store stops). A failed write (disk full) keeps the session
+  // in RAM, over the limit rather than lost, and ends the pass until the
+  // next request.
+  void EvictPass(const std::function<void()>& on_evicted) {
     while (true) {
       std::string id;
       Session* session = nullptr;
       {
         std::lock_guard<std::mutex> lock(mu);
-        if (in_ram - pinned_for_spill <= options.max_sessions_in_ram ||
-            lru.empty()) {
-          return;
-        }
+        if (stopping || !OverRamLimitLocked()) break;
         id = lru.front();
         Entry& e = entries.at(id);
         RemoveFromLru(e);
@@ -389,11 +422,14 @@ struct SessionStore::Impl {
         ++pinned_for_spill;
         session = e.session.get();
       }
-      // A failed write (disk full) keeps the session in RAM: over the limit
-      // rather than lost. Stop trying until the next release.
-      if (!SpillPinned(id, session).ok()) return;
+      if (!SpillPinned(id, session).ok()) break;
       if (on_evicted) on_evicted();
     }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      evicting = false;
+    }
+    evictions_done.notify_all();
   }
 
   const engine::Model& model;
@@ -406,6 +442,19 @@ struct SessionStore::Impl {
   std::list<std::string> lru;  // front: least recent
   int64_t in_ram = 0;
   int64_t pinned_for_spill = 0;  // in RAM, being written
+
+  // The I/O thread's work, guarded by mu.
+  struct Load {
+    std::string id;  // pinned as leased, on disk
+    LeaseCallback done;
+  };
+  std::deque<Load> loads;
+  bool eviction_requested = false;
+  bool evicting = false;  // a pass taken from the request is running
+  bool stopping = false;
+  std::condition_variable io_wake;         // the I/O thread waits on it
+  std::condition_variable evictions_done;  // `evicting` went false
+  std::thread io_thread;
 };
 
 // SessionLease -------------------------------------------------------------
@@ -439,9 +488,58 @@ void SessionLease::Commit() { session_->last_used = Clock::now(); }
 
 SessionStore::SessionStore(const engine::Model& model,
                            SessionStoreOptions options)
-    : impl_(std::make_unique<Impl>(model, std::move(options))) {}
+    : impl_(std::make_unique<Impl>(model, std::move(options))) {
+  if (impl_->spilling_enabled()) {
+    impl_->io_thread = std::thread([this] { RunIoThread(); });
+  }
+}
 
-SessionStore::~SessionStore() = default;
+SessionStore::~SessionStore() {
+  Impl& impl = *impl_;
+  if (!impl.io_thread.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    impl.stopping = true;
+  }
+  impl.io_wake.notify_all();
+  impl.io_thread.join();
+}
+
+void SessionStore::RunIoThread() {
+  Impl& impl = *impl_;
+  std::unique_lock<std::mutex> lock(impl.mu);
+  while (true) {
+    impl.io_wake.wait(lock, [&impl] {
+      return impl.stopping || !impl.loads.empty() || impl.eviction_requested;
+    });
+    if (impl.stopping) break;
+    // One load (a client waits for it), then the evictions requested so far
+    // (loads add to RAM), in turn.
+    std::optional<Impl::Load> load;
+    if (!impl.loads.empty()) {
+      load = std::move(impl.loads.front());
+      impl.loads.pop_front();
+    }
+    const bool evict = std::exchange(impl.eviction_requested, false);
+    if (evict) impl.evicting = true;
+    lock.unlock();
+    if (load.has_value()) load->done(LoadPinned(load->id));
+    load.reset();  // its callback's captures go before the lock is taken
+    if (evict) impl.EvictPass(on_evicted);
+    lock.lock();
+  }
+  std::deque<Impl::Load> abandoned = std::move(impl.loads);
+  impl.loads.clear();
+  lock.unlock();
+  for (Impl::Load& load : abandoned) load.done(StoreClosed(load.id));
+}
+
+SessionLease SessionStore::LeaseOf(Session* session) {
+  SessionLease lease;
+  lease.store_ = this;
+  lease.session_ = session;
+  return lease;
+}
 
 absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Open(
     const engine::Model& model, const SessionStoreOptions& options) {
@@ -584,32 +682,32 @@ absl::StatusOr<SessionLease> SessionStore::Create(const std::string& id) {
   session->extras.SeedStream(engine::NewSamplerState({}, {}).seed);
   session->created = session->last_used = Clock::now();
   ASSIGN_OR_RETURN(Session * added, impl_->Insert(std::move(session)));
-  SessionLease lease;
-  lease.store_ = this;
-  lease.session_ = added;
-  impl_->EnforceRamLimit(on_evicted);
+  SessionLease lease = LeaseOf(added);
+  impl_->RequestEvictionIfNeeded();
   return lease;
 }
 
-absl::StatusOr<SessionLease> SessionStore::Acquire(const std::string& id) {
+absl::StatusOr<SessionLease> SessionStore::LeaseIfInRam(const std::string& id,
+                                                        bool* on_disk) {
   Impl& impl = *impl_;
-  {
-    std::lock_guard<std::mutex> lock(impl.mu);
-    auto it = impl.entries.find(id);
-    if (it == impl.entries.end()) return NotFound(id);
-    Impl::Entry& e = it->second;
-    if (e.leased) return Busy(id);
-    if (e.io) return BeingWritten(id);
-    e.leased = true;
-    if (e.session != nullptr) {
-      impl.RemoveFromLru(e);
-      SessionLease lease;
-      lease.store_ = this;
-      lease.session_ = e.session.get();
-      return lease;
-    }
+  *on_disk = false;
+  std::lock_guard<std::mutex> lock(impl.mu);
+  auto it = impl.entries.find(id);
+  if (it == impl.entries.end()) return NotFound(id);
+  Impl::Entry& e = it->second;
+  if (e.leased) return Busy(id);
+  if (e.io) return BeingWritten(id);
+  e.leased = true;  // on disk: pinned while it is read back
+  if (e.session == nullptr) {
+    *on_disk = true;
+    return SessionLease();
   }
-  // On disk: read it back (leased meanwhile, so no one else touches it).
+  impl.RemoveFromLru(e);
+  return LeaseOf(e.session.get());
+}
+
+absl::StatusOr<SessionLease> SessionStore::LoadPinned(const std::string& id) {
+  Impl& impl = *impl_;
   const fs::path path = impl.StatePath(id);
   absl::StatusOr<std::string> bytes = ReadFile(path);
   absl::StatusOr<std::unique_ptr<Session>> loaded =
@@ -646,39 +744,96 @@ absl::StatusOr<SessionLease> SessionStore::Acquire(const std::string& id) {
     ++impl.in_ram;
     session = e.session.get();
   }
-  SessionLease lease;
-  lease.store_ = this;
-  lease.session_ = session;
-  impl.EnforceRamLimit(on_evicted);
+  SessionLease lease = LeaseOf(session);
+  impl.RequestEvictionIfNeeded();
+  return lease;
+}
+
+absl::StatusOr<SessionLease> SessionStore::Acquire(const std::string& id) {
+  bool on_disk = false;
+  ASSIGN_OR_RETURN(SessionLease lease, LeaseIfInRam(id, &on_disk));
+  if (!on_disk) return lease;
+  return LoadPinned(id);
+}
+
+void SessionStore::AcquireAsync(const std::string& id, LeaseCallback done) {
+  bool on_disk = false;
+  absl::StatusOr<SessionLease> lease = LeaseIfInRam(id, &on_disk);
+  if (lease.ok() && on_disk) {
+    Impl& impl = *impl_;
+    {
+      std::lock_guard<std::mutex> lock(impl.mu);
+      impl.loads.push_back(Impl::Load{id, std::move(done)});
+    }
+    impl.io_wake.notify_one();
+    return;
+  }
+  done(std::move(lease));
+}
+
+absl::Status SessionStore::CheckForkTarget(const std::string& new_id) {
+  if (!new_id.empty()) RETURN_IF_ERROR(CheckClientId(new_id));
+  std::lock_guard<std::mutex> lock(impl_->mu);  // fail fast, before copying
+  return impl_->CheckCanAdd(new_id);
+}
+
+absl::StatusOr<SessionLease> SessionStore::ForkFrom(SessionLease source,
+                                                    const std::string& new_id) {
+  auto copy = std::make_unique<Session>();
+  copy->state = source.session().state->Fork();
+  copy->extras = source.session().extras;
+  source = SessionLease();  // released unchanged (last_used as it was)
+  copy->id = new_id;
+  copy->created = copy->last_used = Clock::now();
+  ASSIGN_OR_RETURN(Session * added, impl_->Insert(std::move(copy)));
+  SessionLease lease = LeaseOf(added);
+  impl_->RequestEvictionIfNeeded();
   return lease;
 }
 
 absl::StatusOr<SessionLease> SessionStore::Fork(const std::string& id,
                                                 const std::string& new_id) {
-  if (!new_id.empty()) RETURN_IF_ERROR(CheckClientId(new_id));
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);  // fail fast, before copying
-    RETURN_IF_ERROR(impl_->CheckCanAdd(new_id));
+  RETURN_IF_ERROR(CheckForkTarget(new_id));
+  ASSIGN_OR_RETURN(SessionLease source, Acquire(id));
+  return ForkFrom(std::move(source), new_id);
+}
+
+void SessionStore::ForkAsync(const std::string& id, const std::string& new_id,
+                             LeaseCallback done) {
+  absl::Status target = CheckForkTarget(new_id);
+  if (!target.ok()) {
+    done(target);
+    return;
   }
-  auto copy = std::make_unique<Session>();
-  {
-    ASSIGN_OR_RETURN(SessionLease source, Acquire(id));
-    copy->state = source.session().state->Fork();
-    copy->extras = source.session().extras;
-  }  // the source is released unchanged (last_used as it was)
-  copy->id = new_id;
-  copy->created = copy->last_used = Clock::now();
-  ASSIGN_OR_RETURN(Session * added, impl_->Insert(std::move(copy)));
-  SessionLease lease;
-  lease.store_ = this;
-  lease.session_ = added;
-  impl_->EnforceRamLimit(on_evicted);
-  return lease;
+  AcquireAsync(id, [this, new_id, done = std::move(done)](
+                       absl::StatusOr<SessionLease> source) {
+    if (!source.ok()) {
+      done(source.status());
+      return;
+    }
+    done(ForkFrom(*std::move(source), new_id));
+  });
 }
 
 absl::StatusOr<std::string> SessionStore::Export(const std::string& id) {
   ASSIGN_OR_RETURN(SessionLease lease, Acquire(id));
   return impl_->Serialize(lease.session());
+}
+
+void SessionStore::ExportAsync(const std::string& id, BytesCallback done) {
+  AcquireAsync(
+      id, [this, done = std::move(done)](absl::StatusOr<SessionLease> lease) {
+        if (!lease.ok()) {
+          done(lease.status());
+          return;
+        }
+        absl::StatusOr<std::string> bytes;
+        {
+          SessionLease held = *std::move(lease);
+          bytes = impl_->Serialize(held.session());
+        }  // released before `done`: the caller may lease it again at once
+        done(std::move(bytes));
+      });
 }
 
 absl::StatusOr<SessionLease> SessionStore::Import(std::string_view bytes,
@@ -692,10 +847,8 @@ absl::StatusOr<SessionLease> SessionStore::Import(std::string_view bytes,
   session->id = id;
   session->created = session->last_used = Clock::now();
   ASSIGN_OR_RETURN(Session * added, impl_->Insert(std::move(session)));
-  SessionLease lease;
-  lease.store_ = this;
-  lease.session_ = added;
-  impl_->EnforceRamLimit(on_evicted);
+  SessionLease lease = LeaseOf(added);
+  impl_->RequestEvictionIfNeeded();
   return lease;
 }
 
@@ -743,7 +896,7 @@ void SessionStore::Release(Session* session, bool delete_it) {
     }
   }
   dropped.reset();
-  impl.EnforceRamLimit(on_evicted);
+  impl.RequestEvictionIfNeeded();
 }
 
 absl::StatusOr<SessionSummary> SessionStore::Get(const std::string& id) const {
@@ -822,6 +975,13 @@ int64_t SessionStore::Sweep() {
   return expired;
 }
 
+void SessionStore::WaitForEvictions() {
+  Impl& impl = *impl_;
+  std::unique_lock<std::mutex> lock(impl.mu);
+  impl.evictions_done.wait(
+      lock, [&impl] { return !impl.eviction_requested && !impl.evicting; });
+}
+
 absl::Status SessionStore::SpillAll() {
   Impl& impl = *impl_;
   if (!impl.spilling_enabled()) {
@@ -830,7 +990,10 @@ absl::Status SessionStore::SpillAll() {
   }
   std::vector<std::pair<std::string, Session*>> pinned;
   {
-    std::lock_guard<std::mutex> lock(impl.mu);
+    // The I/O thread's eviction pass first: the session it writes is pinned
+    // (skipped below), and one whose write fails goes back to the LRU.
+    std::unique_lock<std::mutex> lock(impl.mu);
+    impl.evictions_done.wait(lock, [&impl] { return !impl.evicting; });
     for (auto& [id, e] : impl.entries) {
       if (e.session == nullptr || e.leased || e.io) continue;
       impl.RemoveFromLru(e);

@@ -1,7 +1,16 @@
 // The Sessions service (see sessions_service.h).
+//
+// ForkSession and ExportSession may need a spilled session read back: they
+// use the store's async calls (SessionStore::ForkAsync, ExportAsync), whose
+// continuation runs inline when the session is in RAM, else on the store's
+// I/O thread, so no reaction waits on the disk. Their reactors Finish only
+// from that continuation (or later), so they outlive it, and are registered
+// with the call tracker, so a drain waits for them before SpillAll. The
+// other calls touch no file but Delete's unlinks.
 #include "server/sessions_service.h"
 
 #include <algorithm>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,6 +58,56 @@ void LeaseToProto(const ServiceContext& context, const SessionLease& lease,
   ToProto(context, summary, out);
 }
 
+// ForkSession: one store.ForkAsync.
+class ForkReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ForkReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
+              const v1::ForkSessionRequest& request, v1::SessionInfo* response)
+      : context_(context), call_(call), response_(response) {
+    if (!context_.calls->Begin(call_)) {
+      Finish(ToGrpcStatus(DrainingError()));
+      return;
+    }
+    registered_ = true;
+    context_.store->ForkAsync(request.session_id(), request.new_session_id(),
+                              [this](absl::StatusOr<SessionLease> lease) {
+                                Forked(std::move(lease));
+                              });
+  }
+
+  void OnDone() override {
+    if (registered_) context_.calls->End(call_);
+    // Orders the deletion after the continuation's last use of the reactor
+    // (it may run on the store's I/O thread).
+    { std::lock_guard<std::mutex> lock(mu_); }
+    delete this;
+  }
+
+ private:
+  void Forked(absl::StatusOr<SessionLease> lease) {
+    grpc::Status status;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (lease.ok()) {
+        lease->Commit();
+        LeaseToProto(context_, *lease, response_);
+        // Released before the status goes out: the client may use the new
+        // session as soon as it sees the call end.
+        *lease = SessionLease();
+      } else {
+        status = ToGrpcStatus(lease.status());
+      }
+    }
+    Finish(status);
+  }
+
+  const ServiceContext& context_;
+  grpc::CallbackServerContext* const call_;
+  v1::SessionInfo* const response_;
+  bool registered_ = false;
+  std::mutex mu_;
+};
+
 // ExportSession: the state's bytes in chunks, one write in flight.
 class ExportReactor final
     : public grpc::ServerWriteReactor<v1::ExportSessionChunk> {
@@ -61,13 +120,9 @@ class ExportReactor final
       return;
     }
     registered_ = true;
-    absl::StatusOr<std::string> bytes = context_.store->Export(id);
-    if (!bytes.ok()) {
-      Finish(ToGrpcStatus(bytes.status()));
-      return;
-    }
-    bytes_ = *std::move(bytes);
-    WriteNext();
+    context_.store->ExportAsync(id, [this](absl::StatusOr<std::string> bytes) {
+      Exported(std::move(bytes));
+    });
   }
 
   void OnWriteDone(bool ok) override {
@@ -81,25 +136,51 @@ class ExportReactor final
 
   void OnDone() override {
     if (registered_) context_.calls->End(call_);
+    // Orders the deletion after the continuation's last use of the reactor
+    // (it may run on the store's I/O thread).
+    { std::lock_guard<std::mutex> lock(mu_); }
     delete this;
   }
 
  private:
-  void WriteNext() {
-    if (wrote_first_ && offset_ >= bytes_.size()) {
-      Finish(grpc::Status::OK);
+  // The bytes are ready (inline, or on the store's I/O thread).
+  void Exported(absl::StatusOr<std::string> bytes) {
+    if (!bytes.ok()) {
+      Finish(ToGrpcStatus(bytes.status()));
       return;
     }
-    const size_t n =
-        std::min<size_t>(kExportChunkBytes, bytes_.size() - offset_);
-    chunk_.Clear();
-    if (!wrote_first_) {
-      chunk_.set_total_bytes(static_cast<int64_t>(bytes_.size()));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      bytes_ = *std::move(bytes);
     }
-    chunk_.set_data(bytes_.substr(offset_, n));
-    offset_ += n;
-    wrote_first_ = true;
-    StartWrite(&chunk_);
+    WriteNext();
+  }
+
+  // Starts the next write, or finishes after the last.
+  // (The mutex orders these fields for ThreadSanitizer across the threads
+  // that run Exported and OnWriteDone; gRPC calls are made after unlocking.)
+  void WriteNext() {
+    bool write = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!wrote_first_ || offset_ < bytes_.size()) {
+        const size_t n =
+            std::min<size_t>(kExportChunkBytes, bytes_.size() - offset_);
+        chunk_.Clear();
+        if (!wrote_first_) {
+          chunk_.set_total_bytes(static_cast<int64_t>(bytes_.size()));
+        }
+        chunk_.set_data(bytes_.substr(offset_, n));
+        offset_ += n;
+        wrote_first_ = true;
+        write = true;
+      }
+    }
+    if (write) {
+      StartWrite(&chunk_);
+    } else {
+      Finish(grpc::Status::OK);
+    }
   }
 
   const ServiceContext& context_;
@@ -109,6 +190,7 @@ class ExportReactor final
   size_t offset_ = 0;
   bool wrote_first_ = false;
   v1::ExportSessionChunk chunk_;  // owned by the write in flight
+  std::mutex mu_;
 };
 
 // ImportSession: gathers the chunks (at most the model's state size), then
@@ -258,14 +340,7 @@ grpc::ServerUnaryReactor* SessionsService::ListSessions(
 grpc::ServerUnaryReactor* SessionsService::ForkSession(
     grpc::CallbackServerContext* call, const v1::ForkSessionRequest* request,
     v1::SessionInfo* response) {
-  return Unary(*context_, call, [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(SessionLease lease,
-                     context_->store->Fork(request->session_id(),
-                                           request->new_session_id()));
-    lease.Commit();
-    LeaseToProto(*context_, lease, response);
-    return absl::OkStatus();
-  });
+  return new ForkReactor(*context_, call, *request, response);
 }
 
 grpc::ServerWriteReactor<v1::ExportSessionChunk>*

@@ -108,6 +108,8 @@ TEST_CASE(
   score.mutable_input()->set_text("And God said, Let there be light");
   REQUIRE(client.Score(score).ok());
 
+  // Evictions run on the store's I/O thread: let them finish first.
+  server.store().WaitForEvictions();
   const std::string text = HttpGetMetrics(server.metrics_port());
   INFO(text);
   const std::string model = "model=\"default\"";

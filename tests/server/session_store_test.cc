@@ -1,17 +1,25 @@
 // Specification of SessionStore (server/session_store.h): leases, ids and
 // errors, Fork, Export/Import, LRU spill to disk and back bit for bit, a
 // restart from the spill directory, the idle TTL, the session limit, damaged
-// spill files, and leases under concurrency. Runs the real tiny
-// gated_deltanet fixture; spill directories are fresh temporary folders.
+// spill files, leases under concurrency, and the I/O thread: evictions and
+// the async calls' loads happen there, never on the caller's thread. Runs
+// the real tiny gated_deltanet fixture; spill directories are fresh
+// temporary folders. Named pipes (FIFOs) in place of a spill file hold a
+// write or a read midway, so a test can see who waits for it.
 #include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
-
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -308,6 +316,7 @@ TEST_CASE(
     ids.push_back(s.session().id);
     want.push_back(Snap(s.session()));
     s = SessionLease();
+    store->WaitForEvictions();  // they are written on the I/O thread
     CHECK(store->size_in_ram() <= 2);
   }
   CHECK(store->size() == 5);
@@ -325,6 +334,7 @@ TEST_CASE(
 
   // Using 1 makes 3 the least recently released: it is the one to go.
   { SessionLease s = ValueOk(store->Acquire(ids[1])); }
+  store->WaitForEvictions();
   CHECK(store->size_in_ram() == 2);
   CHECK(in_ram(1));
   CHECK(in_ram(4));
@@ -334,11 +344,15 @@ TEST_CASE(
 
   for (int i : {0, 3, 2, 4, 1, 0}) {
     INFO("session " << i);
+    // A session the I/O thread is writing would answer Aborted (retry).
+    store->WaitForEvictions();
     SessionLease s = ValueOk(store->Acquire(ids[i]));
     CHECK(s.session().id == ids[i]);
     CHECK(SameBits(Snap(s.session()), want[i]));
+    store->WaitForEvictions();
     CHECK(store->size_in_ram() <= 2);
   }
+  store->WaitForEvictions();
   CHECK(store->size_in_ram() <= 2);
   CHECK(store->size() == 5);
 }
@@ -526,6 +540,7 @@ TEST_CASE(
   options.spill_dir = dir.str();
   auto store = OpenOk(*model, options);
   for (int i = 0; i < 3; ++i) SessionLease s = ValueOk(store->Create());
+  store->WaitForEvictions();
   CHECK(store->size_in_ram() == 1);
   const std::string id = store->List("", 1)[0].id;
   const std::string bytes = ValueOk(store->Export(id));
@@ -728,15 +743,275 @@ TEST_CASE(
   CHECK(double_leases == 0);
   CHECK(unexpected_errors == 0);
   CHECK(leases + aborted == kThreads * kIterations);
+  store->WaitForEvictions();
   CHECK(store->size_in_ram() <= 4);
   int64_t total = 0;
   for (const std::string& id : ids) {
+    store->WaitForEvictions();  // none of them is being written
     SessionLease s = ValueOk(store->Acquire(id));
     CHECK(s.session().state->data()[0] ==
           static_cast<float>(s.session().state->num_tokens()));
     total += s.session().state->num_tokens();
   }
   CHECK(total == leases);
+}
+
+// Everything a FIFO's writer sends until it closes (the open blocks until a
+// writer opens it).
+std::string ReadFifo(const fs::path& fifo) {
+  std::ifstream in(fifo, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// Whether `result` is ready within `seconds`.
+template <typename T>
+bool ReadyWithin(const std::future<T>& result, int seconds) {
+  return result.wait_for(std::chrono::seconds(seconds)) ==
+         std::future_status::ready;
+}
+
+TEST_CASE(
+    "eviction runs on the store's I/O thread: a release that puts RAM past "
+    "the limit returns while the victim's write is held, RAM stays over the "
+    "limit and the victim answers Aborted until the write ends, and SpillAll "
+    "waits for that write",
+    "[server][session_store]") {
+  auto model = LoadModel("gated_deltanet");
+  TempDir dir;
+  SessionStoreOptions options;
+  options.max_sessions_in_ram = 1;
+  options.spill_dir = dir.str();
+  auto store = OpenOk(*model, options);
+  std::atomic<int> evictions{0};
+  store->on_evicted = [&evictions] { ++evictions; };
+  SessionLease victim = ValueOk(store->Create("victim"));
+  Feed(*model, victim.session(), {4, 5, 6});
+  const Snapshot want = Snap(victim.session());
+  // Held until the victim is written, so the LRU holds the victim only.
+  SessionLease other = ValueOk(store->Create("other"));
+  CHECK(store->size_in_ram() == 2);  // both leased: nothing can spill yet
+  // The victim's spill opens its sidecar's temporary file first: as a FIFO
+  // that open blocks until the test reads it, holding the write midway.
+  const fs::path fifo = dir.path() / "victim.lsvmeta.tmp";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+
+  auto released = std::async(std::launch::async, [&] {
+    victim = SessionLease();  // RAM: 2 sessions, 1 idle, limit 1
+  });
+  const bool release_returned = ReadyWithin(released, 10);
+  CHECK(release_returned);
+  if (!release_returned) {
+    ReadFifo(fifo);
+    released.wait();
+    FAIL("the release waited for the victim's write");
+  }
+
+  // Once the I/O thread has pinned the victim for its write, leasing it is
+  // Aborted; before that a lease succeeds (and is dropped at once, which
+  // asks for the eviction again).
+  absl::Status probe;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    absl::StatusOr<SessionLease> lease = store->Acquire("victim");
+    probe = lease.status();
+    if (lease.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  } while (probe.ok() && std::chrono::steady_clock::now() < deadline);
+  CHECK(probe.code() == StatusCode::kAborted);
+  CHECK(std::string(probe.message()).find("being written") !=
+        std::string::npos);
+  // Over max_sessions_in_ram while the write is held.
+  CHECK(store->size_in_ram() == 2);
+  CHECK(evictions == 0);
+  CHECK(ValueOk(store->Get("victim")).in_ram);
+  CHECK(store->Delete("victim").code() == StatusCode::kAborted);
+  CHECK(store->List("", 0).size() == 2);
+
+  // SpillAll (the drain) waits for the write in flight, then spills the
+  // rest.
+  other = SessionLease();
+  auto spilled =
+      std::async(std::launch::async, [&] { return store->SpillAll(); });
+  CHECK(spilled.wait_for(std::chrono::milliseconds(200)) ==
+        std::future_status::timeout);
+  CHECK(ReadFifo(fifo).find("created_unix_ns") != std::string::npos);
+  REQUIRE(ReadyWithin(spilled, 10));
+  CHECK(spilled.get().ok());
+  CHECK(evictions == 1);  // the eviction; SpillAll is not one
+  CHECK(store->size_in_ram() == 0);
+  CHECK(fs::exists(dir.path() / "victim.lsvstate"));
+  CHECK(fs::exists(dir.path() / "other.lsvstate"));
+  SessionLease back = ValueOk(store->Acquire("victim"));
+  CHECK(SameBits(Snap(back.session()), want));
+}
+
+TEST_CASE(
+    "AcquireAsync of a spilled session returns at once and calls back on the "
+    "I/O thread with the session read back bit for bit (leased while it "
+    "loads), of a session in RAM, or with an error, it calls back inline",
+    "[server][session_store]") {
+  auto model = LoadModel("gated_deltanet");
+  TempDir dir;
+  SessionStoreOptions options;
+  options.spill_dir = dir.str();
+  auto store = OpenOk(*model, options);
+  Snapshot want;
+  {
+    SessionLease s = ValueOk(store->Create("a"));
+    Feed(*model, s.session(), {7, 8, 9, 10});
+    want = Snap(s.session());
+  }
+  REQUIRE(store->SpillAll().ok());
+  // The state file becomes a FIFO: the load's read blocks until the test
+  // writes the file's bytes into it.
+  const fs::path file = dir.path() / "a.lsvstate";
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in),
+                 std::istreambuf_iterator<char>());
+  }
+  REQUIRE(!bytes.empty());
+  fs::remove(file);
+  REQUIRE(mkfifo(file.c_str(), 0600) == 0);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<absl::StatusOr<SessionLease>> loaded;
+  std::thread::id callback_thread;
+  std::thread::id calling_thread;
+  auto called = std::async(std::launch::async, [&] {
+    calling_thread = std::this_thread::get_id();
+    store->AcquireAsync("a", [&](absl::StatusOr<SessionLease> lease) {
+      std::lock_guard<std::mutex> lock(mu);
+      loaded = std::move(lease);
+      callback_thread = std::this_thread::get_id();
+      cv.notify_all();
+    });
+  });
+  const bool returned = ReadyWithin(called, 10);
+  CHECK(returned);
+  if (!returned) {
+    std::ofstream(file, std::ios::binary) << bytes;
+    called.wait();
+    FAIL("AcquireAsync waited for the read");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(!loaded.has_value());  // its read is held by the FIFO
+  }
+  CHECK(store->Acquire("a").status().code() == StatusCode::kAborted);
+  CHECK(ValueOk(store->Get("a")).busy);
+
+  std::ofstream(file, std::ios::binary) << bytes;  // the read completes
+  SessionLease lease;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(10),
+                        [&] { return loaded.has_value(); }));
+    CHECK(callback_thread != calling_thread);
+    CHECK(callback_thread != std::this_thread::get_id());
+    lease = ValueOk(*std::move(loaded));
+  }
+  CHECK(lease.session().id == "a");
+  CHECK(SameBits(Snap(lease.session()), want));
+  CHECK(ValueOk(store->Get("a")).in_ram);
+  CHECK(!fs::exists(file));  // RAM holds the newest state now
+
+  // Errors need no disk: inline.
+  std::optional<absl::Status> error;
+  store->AcquireAsync(
+      "a", [&](absl::StatusOr<SessionLease> got) { error = got.status(); });
+  REQUIRE(error.has_value());
+  CHECK(error->code() == StatusCode::kAborted);
+  error.reset();
+  store->AcquireAsync(
+      "nope", [&](absl::StatusOr<SessionLease> got) { error = got.status(); });
+  REQUIRE(error.has_value());
+  CHECK(error->code() == StatusCode::kNotFound);
+
+  // In RAM: inline, on the calling thread.
+  lease = SessionLease();
+  std::optional<absl::StatusOr<SessionLease>> in_ram;
+  std::thread::id in_ram_thread;
+  store->AcquireAsync("a", [&](absl::StatusOr<SessionLease> got) {
+    in_ram = std::move(got);
+    in_ram_thread = std::this_thread::get_id();
+  });
+  REQUIRE(in_ram.has_value());
+  CHECK(in_ram_thread == std::this_thread::get_id());
+  CHECK(SameBits(Snap(ValueOk(*std::move(in_ram)).session()), want));
+}
+
+TEST_CASE(
+    "ExportAsync and ForkAsync of a spilled session call back on the I/O "
+    "thread with what Export and Fork give, the source released unchanged, "
+    "their errors come inline",
+    "[server][session_store]") {
+  auto model = LoadModel("gated_deltanet");
+  TempDir dir;
+  SessionStoreOptions options;
+  options.spill_dir = dir.str();
+  auto store = OpenOk(*model, options);
+  Snapshot want;
+  {
+    SessionLease s = ValueOk(store->Create("src"));
+    Feed(*model, s.session(), {2, 7, 1, 8});
+    want = Snap(s.session());
+  }
+  const std::string exported = ValueOk(store->Export("src"));
+  const Clock::time_point last_used = ValueOk(store->Get("src")).last_used;
+
+  REQUIRE(store->SpillAll().ok());
+  std::promise<std::pair<absl::StatusOr<std::string>, std::thread::id>>
+      export_promise;
+  auto export_result = export_promise.get_future();
+  store->ExportAsync("src", [&](absl::StatusOr<std::string> got) {
+    export_promise.set_value({std::move(got), std::this_thread::get_id()});
+  });
+  REQUIRE(ReadyWithin(export_result, 10));
+  auto [export_bytes, export_thread] = export_result.get();
+  CHECK(export_thread != std::this_thread::get_id());
+  CHECK(ValueOk(std::move(export_bytes)) == exported);
+  CHECK(ValueOk(store->Get("src")).in_ram);
+  CHECK(!ValueOk(store->Get("src")).busy);
+
+  REQUIRE(store->SpillAll().ok());
+  std::promise<std::pair<absl::StatusOr<SessionLease>, std::thread::id>>
+      fork_promise;
+  auto fork_result = fork_promise.get_future();
+  store->ForkAsync("src", "copy", [&](absl::StatusOr<SessionLease> got) {
+    fork_promise.set_value({std::move(got), std::this_thread::get_id()});
+  });
+  REQUIRE(ReadyWithin(fork_result, 10));
+  auto [forked, fork_thread] = fork_result.get();
+  CHECK(fork_thread != std::this_thread::get_id());
+  SessionLease copy = ValueOk(std::move(forked));
+  CHECK(copy.session().id == "copy");
+  CHECK(SameBits(Snap(copy.session()), want));
+  const SessionSummary source = ValueOk(store->Get("src"));
+  CHECK(source.in_ram);
+  CHECK(!source.busy);
+  CHECK(source.last_used == last_used);
+
+  std::optional<absl::Status> error;
+  store->ForkAsync("src", "copy", [&](absl::StatusOr<SessionLease> got) {
+    error = got.status();
+  });
+  REQUIRE(error.has_value());
+  CHECK(error->code() == StatusCode::kAlreadyExists);
+  error.reset();
+  store->ForkAsync("copy", "", [&](absl::StatusOr<SessionLease> got) {
+    error = got.status();
+  });
+  REQUIRE(error.has_value());
+  CHECK(error->code() == StatusCode::kAborted);  // "copy" is leased
+  error.reset();
+  store->ExportAsync(
+      "nope", [&](absl::StatusOr<std::string> got) { error = got.status(); });
+  REQUIRE(error.has_value());
+  CHECK(error->code() == StatusCode::kNotFound);
 }
 
 }  // namespace
