@@ -147,7 +147,10 @@ int RunGenerate(const Invocation& invocation) {
   bool first_token = true;
   auto result =
       (*client)->Generate(request, [&](const v1::GenerateChunk& chunk) {
+        // MergeFrom appends the repeated fields but replaces the text.
+        std::string text = all.text() + chunk.text();
         all.MergeFrom(chunk);
+        all.set_text(std::move(text));
         if (json) return;
         if (tokens) {
           for (int32_t id : chunk.token_ids()) {
