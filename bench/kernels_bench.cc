@@ -3,8 +3,9 @@
 //
 //   limits   oneDNN bf16 and f32 GEMM peak (large square GEMM), streaming
 //            read+write memory bandwidth on buffers of the working-set size
-//   dense    DenseLayer at M = 1, 8, 64, 512 for D = 1024, 2048: FLOP/s as a
-//            fraction of the GEMM peak (and weight bytes/s for small M)
+//   dense    DenseLayer at M = 1..512 for D = 1024, 2048 and a 32768 x 1024
+//            lm_head: FLOP/s as a fraction of the GEMM peak (and weight
+//            bytes/s for small M); bf16 small M also on oneDNN alone
 //   step     RecurrentStep, B = 1, 16, 64 sessions, H = 8, K = V = 128: state
 //            bytes moved per second as a fraction of the bandwidth
 //   prefill  ChunkwiseForward at T = 4096: tokens/s, and the core's share of
@@ -108,38 +109,101 @@ Inputs MakeInputs(const RuleCase& rc, int64_t rows, int heads, int dk, int dv) {
 }
 
 void BenchDense(double bf16_peak, double f32_peak) {
-  std::printf("\n== Dense layer (y = x W^T, D x D weights)\n");
-  std::printf("  %-6s %-5s %-5s %10s %9s %12s %9s  %s\n", "D", "type", "M",
-              "GFLOP/s", "of peak", "weight GB/s", "of read", "kernel");
-  for (int d : {1024, 2048}) {
-    const auto w = Random(int64_t{d} * d, 7);
+  std::printf(
+      "\n== Dense layer (y = x W^T, out x in weights; bf16 M <= %lld: "
+      "linserve's packed kernel, and oneDNN's matmul on the same weights)\n",
+      static_cast<long long>(DenseLayer::kRowInvariantRows));
+  std::printf("  %-11s %-5s %-5s %10s %9s %12s %9s  %s\n", "out x in", "type",
+              "M", "GFLOP/s", "of peak", "weight GB/s", "of read", "kernel");
+  struct Shape {
+    int out, in;
+  };
+  // Square layers that stay in a large L3, and an lm_head-sized one (64 MiB
+  // in bf16) that streams from memory.
+  for (Shape shape :
+       {Shape{1024, 1024}, Shape{2048, 2048}, Shape{32768, 1024}}) {
+    const auto w = Random(int64_t{shape.out} * shape.in, 7);
     for (DType type : {DType::kBfloat16, DType::kFloat32}) {
-      auto layer = DenseLayer::Create({.weights = w.data(),
-                                       .out_features = d,
-                                       .in_features = d,
-                                       .compute_type = type});
-      if (!layer.ok()) {
-        std::printf("  D=%d %s: %s\n", d, std::string(DTypeName(type)).c_str(),
-                    std::string(layer.status().message()).c_str());
-        continue;
+      for (bool small_m_kernel : {true, false}) {
+        using SmallMKernel = DenseLayerOptions::SmallMKernel;
+        if (type == DType::kFloat32 && !small_m_kernel) continue;
+        auto layer = DenseLayer::Create(
+            {.weights = w.data(),
+             .out_features = shape.out,
+             .in_features = shape.in,
+             .compute_type = type,
+             .small_m_kernel = small_m_kernel ? SmallMKernel::kAlways
+                                              : SmallMKernel::kNever});
+        if (!layer.ok()) {
+          std::printf("  %dx%d %s: %s\n", shape.out, shape.in,
+                      std::string(DTypeName(type)).c_str(),
+                      std::string(layer.status().message()).c_str());
+          continue;
+        }
+        const DType real = (*layer)->compute_type();
+        if (!small_m_kernel && real != DType::kBfloat16) continue;
+        // The limit for small M: reading the packed weights once per call.
+        const double bandwidth = ReadBandwidth((*layer)->packed_weight_bytes());
+        const double peak = real == DType::kBfloat16 ? bf16_peak : f32_peak;
+        std::vector<int64_t> ms = {1, 2, 8, 16, 64, 512};
+        if (!small_m_kernel) ms.pop_back();  // Same kernel as above.
+        for (int64_t m : ms) {
+          const auto x = Random(m * shape.in, 8);
+          std::vector<float> y(m * shape.out);
+          const double s =
+              TimeIt([&] { (*layer)->Forward(x.data(), m, y.data()); });
+          const double flops = 2.0 * m * shape.out * shape.in / s;
+          const double weight_bw = (*layer)->packed_weight_bytes() / s;
+          std::printf(
+              "  %5dx%-5d %-5s %-5lld %10.1f %8.1f%% %12.1f %8.1f%%  %s\n",
+              shape.out, shape.in, std::string(DTypeName(real)).c_str(),
+              static_cast<long long>(m), flops / 1e9, 100 * flops / peak,
+              weight_bw / 1e9, 100 * weight_bw / bandwidth,
+              (*layer)->KernelName(m).c_str());
+        }
       }
-      const DType real = (*layer)->compute_type();
-      // The limit for small M: reading the packed weights once per call.
-      const double bandwidth = ReadBandwidth((*layer)->packed_weight_bytes());
-      const double peak = real == DType::kBfloat16 ? bf16_peak : f32_peak;
-      for (int64_t m : {1, 8, 64, 512}) {
-        const auto x = Random(m * d, 8);
-        std::vector<float> y(m * d);
-        const double s =
-            TimeIt([&] { (*layer)->Forward(x.data(), m, y.data()); });
-        const double flops = 2.0 * m * d * d / s;
-        const double weight_bw = (*layer)->packed_weight_bytes() / s;
-        std::printf("  %-6d %-5s %-5lld %10.1f %8.1f%% %12.1f %8.1f%%  %s\n", d,
-                    std::string(DTypeName(real)).c_str(),
-                    static_cast<long long>(m), flops / 1e9, 100 * flops / peak,
-                    weight_bw / 1e9, 100 * weight_bw / bandwidth,
-                    (*layer)->KernelName(m).c_str());
-      }
+    }
+  }
+}
+
+// A decode step's weight traffic: M = 1..2 through many distinct layers
+// whose weights together are larger than any cache, as a model streams its
+// weights from memory once per step.
+void BenchDenseCold(bool quick) {
+  const int out = 3072, in = 1024;
+  const int layers = quick ? 8 : 96;  // 96 x 6 MiB = 576 MiB in bf16
+  const double total_bytes = 2.0 * out * in * layers;
+  std::printf(
+      "\n== Dense layers, cold (%d layers of %dx%d, %.0f MiB in bf16, one "
+      "call each, as a decode step)\n",
+      layers, out, in, total_bytes / (1 << 20));
+  const double bandwidth = ReadBandwidth(static_cast<int64_t>(total_bytes));
+  std::printf("  read bandwidth of that size %.1f GB/s\n", bandwidth / 1e9);
+  std::printf("  %-5s %12s %9s  %s\n", "M", "weight GB/s", "of read", "kernel");
+  const auto w = Random(int64_t{out} * in, 7);
+  for (bool small_m_kernel : {true, false}) {
+    using SmallMKernel = DenseLayerOptions::SmallMKernel;
+    std::vector<std::unique_ptr<DenseLayer>> stack;
+    for (int l = 0; l < layers; ++l) {
+      auto layer = DenseLayer::Create(
+          {.weights = w.data(),
+           .out_features = out,
+           .in_features = in,
+           .compute_type = DType::kBfloat16,
+           .small_m_kernel =
+               small_m_kernel ? SmallMKernel::kAlways : SmallMKernel::kNever});
+      if (!layer.ok() || (*layer)->compute_type() != DType::kBfloat16) return;
+      stack.push_back(*std::move(layer));
+    }
+    for (int64_t m : {1, 2}) {
+      const auto x = Random(m * in, 8);
+      std::vector<float> y(m * out);
+      const double s = TimeIt([&] {
+        for (auto& layer : stack) layer->Forward(x.data(), m, y.data());
+      });
+      std::printf("  %-5lld %12.1f %8.1f%%  %s\n", static_cast<long long>(m),
+                  total_bytes / s / 1e9, 100 * total_bytes / s / bandwidth,
+                  stack.front()->KernelName(m).c_str());
     }
   }
 }
@@ -306,6 +370,7 @@ int Main(int argc, char** argv) {
   }
 
   BenchDense(bf16_peak, f32_peak);
+  BenchDenseCold(quick);
   BenchRecurrentStep(quick);
   BenchPrefill(quick);
   return 0;

@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "engine/safetensors.h"
 #include "engine/weight_loader.h"
+#include "kernels/dense_layer.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 
@@ -189,12 +190,19 @@ absl::Status Model::DecodeStep(absl::Span<SessionState* const> states,
   const int64_t B = static_cast<int64_t>(states.size());
   std::vector<int64_t> positions(B);
   for (int64_t b = 0; b < B; ++b) positions[b] = states[b]->num_tokens();
-  MixerBatch batch;
-  batch.rows = B;
-  batch.one_session = false;
-  batch.sessions = states.data();
-  batch.positions = positions.data();
-  ForwardRows(tokens.data(), batch, 0, logits);
+  // Groups of at most kRowInvariantRows sessions: within that many rows the
+  // dense layers compute each row on its own, so a session's logits are
+  // bitwise the same whatever the batch (and the groups read the weights
+  // once per 64 sessions, which costs nothing at that size).
+  const int64_t group = kernels::DenseLayer::kRowInvariantRows;
+  for (int64_t b0 = 0; b0 < B; b0 += group) {
+    MixerBatch batch;
+    batch.rows = std::min(group, B - b0);
+    batch.one_session = false;
+    batch.sessions = states.data() + b0;
+    batch.positions = positions.data() + b0;
+    ForwardRows(tokens.data() + b0, batch, 0, logits + b0 * config_.vocab_size);
+  }
   for (SessionState* s : states) s->AdvanceTokens(1);
   return absl::OkStatus();
 }

@@ -17,6 +17,8 @@
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "kernels/bf16.h"
+#include "kernels/cpu_features.h"
+#include "kernels/internal/packed_bf16_gemm.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace linserve::kernels {
@@ -34,6 +36,37 @@ dt ToDnnl(DType t) { return t == DType::kBfloat16 ? dt::bf16 : dt::f32; }
 
 bool IsReferenceKernel(const dnnl::primitive_desc_base& pd) {
   return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+}
+
+// The packed bf16 kernel's view of weights oneDNN packed as `desc`, if that
+// is the layout the kernel reads ("BA16a<NB>b2a", NB a multiple of 16 up
+// to 64, no extra data).
+std::optional<internal::PackedBf16Weights> PackedBf16View(
+    const dnnl::memory& packed) {
+  const dnnl::memory::desc desc = packed.get_desc();
+  const dnnl_memory_desc_t& md = desc.data;
+  if (md.data_type != dnnl_bf16 || md.format_kind != dnnl_blocked ||
+      md.ndims != 2 || md.extra.flags != 0 || md.offset0 != 0) {
+    return std::nullopt;
+  }
+  const dnnl_blocking_desc_t& b = md.format_desc.blocking;
+  if (b.inner_nblks != 3 || b.inner_idxs[0] != 0 || b.inner_idxs[1] != 1 ||
+      b.inner_idxs[2] != 0 || b.inner_blks[0] != 16 || b.inner_blks[2] != 2) {
+    return std::nullopt;
+  }
+  const int64_t n_block = b.inner_blks[1];
+  const int64_t k_padded = md.padded_dims[0];
+  if (n_block % internal::kPackedColumnGroup != 0 || n_block > 64 ||
+      k_padded % 32 != 0 || md.padded_dims[1] % n_block != 0 ||
+      b.strides[0] != 32 * n_block || b.strides[1] != k_padded * n_block) {
+    return std::nullopt;
+  }
+  return internal::PackedBf16Weights{
+      .data = static_cast<const bf16_t*>(packed.get_data_handle()),
+      .n = static_cast<int>(md.dims[1]),
+      .k_padded = static_cast<int>(k_padded),
+      .n_block = static_cast<int>(n_block),
+      .n_block_stride = b.strides[1]};
 }
 
 }  // namespace
@@ -64,6 +97,22 @@ struct DenseLayer::Impl {
   std::vector<bf16_t> src_bf16 ABSL_GUARDED_BY(mu);  // x rounded to bf16.
   std::vector<float> src_pad ABSL_GUARDED_BY(mu);    // f32 x padded to M.
   std::vector<float> dst_pad ABSL_GUARDED_BY(mu);    // y of a padded M.
+  // linserve's kernel for M <= kRowInvariantRows, reading packed.front(),
+  // and its input: rows of x in bf16, zero past `in`.
+  std::optional<internal::PackedBf16Weights> small_m;
+  std::vector<bf16_t> small_m_src ABSL_GUARDED_BY(mu);
+
+  void RunSmallM(const float* x, int64_t m, float* y)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const int64_t ldx = small_m->k_padded;
+    for (int64_t r = 0; r < m; ++r) {
+      ConvertFloatToBf16(x + r * in, in, small_m_src.data() + r * ldx);
+    }
+    internal::PackedBf16Gemm(
+        small_m_src.data(), ldx, static_cast<int>(m), *small_m,
+        has_bias ? static_cast<const float*>(bias.get_data_handle()) : nullptr,
+        y, out);
+  }
 
   dnnl::matmul::primitive_desc MakePrimitiveDesc(
       int64_t m, const dnnl::memory::desc& weights_md) const {
@@ -229,6 +278,18 @@ absl::StatusOr<std::unique_ptr<DenseLayer>> DenseLayer::Create(
     stream.wait();
     absl::MutexLock lock(&impl->mu);
     impl->packed.push_back(weights);
+    using SmallMKernel = DenseLayerOptions::SmallMKernel;
+    const bool small_m_kernel =
+        options.small_m_kernel == SmallMKernel::kAlways ||
+        (options.small_m_kernel == SmallMKernel::kAuto &&
+         !DetectedCpuFeatures().amx_bf16);
+    if (impl->compute == DType::kBfloat16 && small_m_kernel) {
+      impl->small_m = PackedBf16View(weights);
+      if (impl->small_m) {
+        impl->small_m_src.assign(kRowInvariantRows * impl->small_m->k_padded,
+                                 0);
+      }
+    }
 
     if (impl->has_bias) {
       impl->bias = dnnl::memory(
@@ -264,6 +325,10 @@ DenseLayer::~DenseLayer() = default;
 
 void DenseLayer::Forward(const float* x, int64_t m, float* y) {
   absl::MutexLock lock(&impl_->mu);
+  if (impl_->small_m && m <= kRowInvariantRows) {
+    impl_->RunSmallM(x, m, y);
+    return;
+  }
   for (int64_t row = 0; row < m; row += kMaxBlockRows) {
     const int64_t rows = std::min(kMaxBlockRows, m - row);
     impl_->RunBlock(x + row * impl_->in, rows, y + row * impl_->out);
@@ -283,8 +348,16 @@ int64_t DenseLayer::packed_weight_bytes() const {
   return bytes;
 }
 
+bool DenseLayer::uses_small_m_kernel() const {
+  return impl_->small_m.has_value();
+}
+
 std::string DenseLayer::KernelName(int64_t m) {
   absl::MutexLock lock(&impl_->mu);
+  if (impl_->small_m && m <= kRowInvariantRows) {
+    return absl::StrCat("linserve:packed_bf16_",
+                        internal::PackedBf16GemmBodyName());
+  }
   return impl_->GetBucket(BucketRows(std::min(m, kMaxBlockRows))).kernel_name;
 }
 

@@ -13,6 +13,17 @@
 // oneDNN refuse that layout for some M, the layer packs a second copy in the
 // layout it wants for that M; packed_weight_bytes() counts both.)
 //
+// Rows are independent: up to kRowInvariantRows rows, a row's result does
+// not depend on M, so a session decoded alone or in a batch gets bitwise the
+// same logits (tests/kernels/dense_layer_test.cc checks it on every CPU).
+// Small M (a decode step: M = sessions <= kRowInvariantRows) in bf16 runs on
+// CPUs without AMX on linserve's own kernel over the same packed weights
+// (kernels/internal/packed_bf16_gemm.h), which computes each row on its own
+// by construction and streams the weights somewhat faster than oneDNN's
+// matmul at M = 1..2 (docs/performance.md). With AMX, oneDNN's AMX kernels
+// are 3-5x faster from M = 8 on, and row-independent too, so they run every
+// M there.
+//
 // Thread safety: Forward may be called from any thread; calls on one layer
 // are serialised by an internal mutex, so a oneDNN primitive never runs on
 // two threads at once. Different layers run concurrently.
@@ -42,12 +53,21 @@ struct DenseLayerOptions {
   // kBfloat16 or kFloat32. A bf16 request falls back to f32 where oneDNN has
   // only a reference bf16 kernel (CPUs without AVX-512); see compute_type().
   DType compute_type = DType::kBfloat16;
+  // Whether M <= kRowInvariantRows runs on linserve's packed bf16 kernel
+  // (bf16 compute only): kAuto on CPUs without AMX; kAlways and kNever for
+  // tests and benchmarks.
+  enum class SmallMKernel { kAuto, kAlways, kNever };
+  SmallMKernel small_m_kernel = SmallMKernel::kAuto;
 };
 
 class DenseLayer {
  public:
   // Largest M run by one primitive; larger M runs in blocks of this size.
   static constexpr int64_t kMaxBlockRows = 512;
+  // Up to this M each row of y depends only on its row of x: callers that
+  // need batch-independent results (decode) run at most this many rows per
+  // call.
+  static constexpr int64_t kRowInvariantRows = 64;
 
   static absl::StatusOr<std::unique_ptr<DenseLayer>> Create(
       const DenseLayerOptions& options);
@@ -64,10 +84,13 @@ class DenseLayer {
   int out_features() const;
   // The dtype the GEMM really runs in (bf16 may have fallen back to f32).
   DType compute_type() const;
+  // Whether M <= kRowInvariantRows runs on linserve's packed bf16 kernel.
+  bool uses_small_m_kernel() const;
   // Bytes of the packed weights (every layout kept).
   int64_t packed_weight_bytes() const;
-  // oneDNN's name of the kernel used for `m` rows (e.g. "brg:avx512_core_amx"),
-  // creating the primitive if needed. For logs and benchmarks.
+  // The name of the kernel used for `m` rows: oneDNN's (e.g.
+  // "brg:avx512_core_amx"), creating the primitive if needed, or
+  // "linserve:packed_bf16" (+ the body). For logs and benchmarks.
   std::string KernelName(int64_t m);
 
   // The row count the primitive for `m` (1 <= m <= kMaxBlockRows) is built

@@ -221,10 +221,9 @@ void RecurrentStep(const AttentionSpec& spec, int batch,
   const int64_t out_stride = int64_t{H} * spec.value_dim;
   const bool parallel =
       pairs > 1 && pairs * spec.key_dim * spec.value_dim >= kMinParallelFloats;
-  // At most one thread per (session, head) pair.
-  const int threads =
-      static_cast<int>(std::min<int64_t>(pairs, omp_get_max_threads()));
-#pragma omp parallel for schedule(static) if (parallel) num_threads(threads)
+  // The whole team (kernels/internal/omp_team.h); static scheduling leaves
+  // the threads past `pairs` without work.
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t p = 0; p < pairs; ++p) {
     const int64_t b = p / H;
     StepRow(spec, in, st, b, static_cast<int>(p % H), states[b],
@@ -242,8 +241,7 @@ void RecurrentForward(const AttentionSpec& spec, int64_t num_tokens,
   const bool parallel =
       H > 1 && int64_t{H} * spec.key_dim * spec.value_dim * num_tokens >=
                    kMinParallelFloats;
-  const int threads = std::min(H, omp_get_max_threads());
-#pragma omp parallel for schedule(static) if (parallel) num_threads(threads)
+#pragma omp parallel for schedule(static) if (parallel)
   for (int h = 0; h < H; ++h) {
     for (int64_t t = 0; t < num_tokens; ++t) {
       StepRow(spec, in, st, t, h, state, out + t * out_stride);

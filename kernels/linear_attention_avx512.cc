@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "kernels/internal/linear_attention_bodies.h"
+#include "kernels/internal/omp_team.h"
 #include "kernels/linear_attention.h"
 
 #if defined(__x86_64__)
@@ -346,19 +347,17 @@ void RecurrentStep(const AttentionSpec& spec, int batch,
   const bool parallel =
       pairs > 1 && pairs * spec.key_dim * spec.value_dim >= kMinParallelFloats;
   if (!parallel) return StepPairs(spec, in, states, out, 0, pairs);
-  // Contiguous ranges of whole pairs per thread, so that each thread
-  // prefetches only the states it will sweep itself; at most one thread per
-  // pair (idle threads would only lengthen the fork and join). Splitting a
-  // head's columns among threads (each thread a part of every row) measured
-  // 2-4x slower: the cores' prefetchers keep pulling each other's lines.
-  const int max_threads = omp_get_max_threads();
-  const int threads =
-      pairs < max_threads ? static_cast<int>(pairs) : max_threads;
-#pragma omp parallel num_threads(threads)
+    // Contiguous ranges of whole pairs per thread, so that each thread
+    // prefetches only the states it will sweep itself; at most one thread per
+    // pair, the rest of the (whole) team idle (kernels/internal/omp_team.h).
+    // Splitting a head's columns among threads (each thread a part of every
+    // row) measured 2-4x slower: the cores' prefetchers keep pulling each
+    // other's lines.
+#pragma omp parallel
   {
-    const int64_t n = omp_get_num_threads();
-    const int64_t t = omp_get_thread_num();
-    StepPairs(spec, in, states, out, pairs * t / n, pairs * (t + 1) / n);
+    const ::linserve::kernels::internal::ThreadRange r =
+        ::linserve::kernels::internal::FullTeamRange(pairs, pairs);
+    if (r.begin < r.end) StepPairs(spec, in, states, out, r.begin, r.end);
   }
 }
 
@@ -372,11 +371,9 @@ void RecurrentForward(const AttentionSpec& spec, int64_t num_tokens,
   const bool parallel =
       H > 1 && int64_t{H} * spec.key_dim * spec.value_dim * num_tokens >=
                    kMinParallelFloats;
-  const int max_threads = omp_get_max_threads();
-  const int threads = H < max_threads ? H : max_threads;
   // Each head runs all its tokens on one thread, its state resident in that
-  // core's cache.
-#pragma omp parallel for schedule(static) if (parallel) num_threads(threads)
+  // core's cache; the whole team (kernels/internal/omp_team.h).
+#pragma omp parallel for schedule(static) if (parallel)
   for (int h = 0; h < H; ++h) {
     for (int64_t t = 0; t < num_tokens; ++t) {
       StepRow(spec, in, st, t, h, state, out + t * out_stride, nullptr);

@@ -12,6 +12,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/internal/linear_attention_chunkwise.h"
+#include "kernels/internal/omp_team.h"
 #include "kernels/internal/small_gemm.h"
 #include "kernels/linear_attention.h"
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/internal/linear_attention_chunkwise.h"
+#include "kernels/internal/omp_team.h"
 #include "kernels/internal/small_gemm.h"
 #include "kernels/linear_attention.h"
 

@@ -5,10 +5,12 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "kernels/bf16.h"
+#include "kernels/cpu_features.h"
 #include "tests/test_util.h"
 
 namespace linserve::kernels {
@@ -172,6 +174,56 @@ TEST_CASE("DenseLayer serialises concurrent callers without mixing results",
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) CHECK(errors[t] <= Tolerance(in));
+}
+
+TEST_CASE(
+    "in bf16, up to kRowInvariantRows rows each row of y is bitwise "
+    "independent of M, on linserve's packed kernel and on oneDNN's matmul, "
+    "and the two agree within rounding",
+    "[dense]") {
+  using SmallMKernel = DenseLayerOptions::SmallMKernel;
+  const int out = 333, in = 1000;
+  const auto w = RandomVector(int64_t{out} * in, 21);
+  const auto bias = RandomVector(out, 22);
+  constexpr int64_t kRows = DenseLayer::kRowInvariantRows;
+  const auto x = RandomVector(kRows * in, 23);
+  std::vector<std::vector<float>> results;
+  for (SmallMKernel use :
+       {SmallMKernel::kAlways, SmallMKernel::kNever, SmallMKernel::kAuto}) {
+    auto layer = DenseLayer::Create({.weights = w.data(),
+                                     .weight_type = DType::kFloat32,
+                                     .out_features = out,
+                                     .in_features = in,
+                                     .bias = bias.data(),
+                                     .compute_type = DType::kBfloat16,
+                                     .small_m_kernel = use});
+    REQUIRE(layer.ok());
+    if ((*layer)->compute_type() != DType::kBfloat16) {
+      SUCCEED("no bf16 GEMM on this CPU: nothing to compare");
+      return;
+    }
+    if (use == SmallMKernel::kAlways) {
+      // oneDNN packs bf16 weights for AVX512-BF16 and AMX in the layout the
+      // kernel reads; a new oneDNN that changed it would show up here.
+      CHECK((*layer)->uses_small_m_kernel());
+    }
+    if (use == SmallMKernel::kNever)
+      CHECK_FALSE((*layer)->uses_small_m_kernel());
+    if (use == SmallMKernel::kAuto) {
+      CHECK((*layer)->uses_small_m_kernel() == !DetectedCpuFeatures().amx_bf16);
+    }
+    std::vector<float> all(kRows * out);
+    (*layer)->Forward(x.data(), kRows, all.data());
+    INFO("kernel " << (*layer)->KernelName(1));
+    for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{33}}) {
+      std::vector<float> y(m * out);
+      (*layer)->Forward(x.data(), m, y.data());
+      INFO("m=" << m);
+      CHECK(std::memcmp(y.data(), all.data(), sizeof(float) * m * out) == 0);
+    }
+    results.push_back(all);
+  }
+  CHECK(MaxAbsDiff(results[0], results[1]) <= Tolerance(in));
 }
 
 TEST_CASE("DenseLayer buckets keep M exact up to 16 and round up to 16 after",
