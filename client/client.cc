@@ -5,8 +5,11 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +22,65 @@ int ToMilliseconds(absl::Duration d) {
   return static_cast<int>(
       std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
 }
+
+// Polls GetSession every `interval` on a thread of its own, from
+// construction to Stop, and hands each answer that shows a running call
+// (SessionInfo.in_flight) to `on_answer` (on that thread). Stop cancels a
+// poll in flight, so it returns at once.
+class IngestProgressPoller {
+ public:
+  IngestProgressPoller(Client& client, std::string session_id,
+                       absl::Duration interval,
+                       std::function<void(const v1::InFlightCall&)> on_answer)
+      : client_(client),
+        session_id_(std::move(session_id)),
+        interval_(interval),
+        on_answer_(std::move(on_answer)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~IngestProgressPoller() { Stop(); }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    // A poll that starts after this is cancelled as it starts.
+    canceller_.Cancel();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, absl::ToChronoNanoseconds(interval_),
+                         [this] { return stopped_; })) {
+      lock.unlock();
+      CallOptions call;
+      // A slow answer delays the next poll, never the upload.
+      call.timeout = std::max(4 * interval_, absl::Seconds(2));
+      call.canceller = &canceller_;
+      absl::StatusOr<v1::SessionInfo> info =
+          client_.GetSession(session_id_, call);
+      if (info.ok() && info->busy() && info->has_in_flight()) {
+        on_answer_(info->in_flight());
+      }
+      lock.lock();
+    }
+  }
+
+  Client& client_;
+  const std::string session_id_;
+  const absl::Duration interval_;
+  const std::function<void(const v1::InFlightCall&)> on_answer_;
+  CallCanceller canceller_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopped_ = false;  // guarded by mu_
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -113,16 +175,69 @@ absl::StatusOr<v1::IngestResponse> Client::Ingest(
     const IngestOptions& options, const CallOptions& call,
     const std::function<bool(v1::IngestRequest&, IngestProgress&)>&
         next_chunk) {
-  ScopedCallContext context(call, absl::InfiniteDuration(), options.session_id);
+  if (options.progress_poll_interval <= absl::ZeroDuration()) {
+    return StreamIngest(options.session_id, options, call, next_chunk,
+                        options.on_progress, /*report_all_sent=*/false);
+  }
+  std::string session_id = options.session_id;
+  bool created = false;
+  if (session_id.empty()) {
+    CallOptions create;
+    create.canceller = call.canceller;
+    ASSIGN_OR_RETURN(v1::SessionInfo info, CreateSession("", create));
+    session_id = info.session_id();
+    created = true;
+  }
+  // The upload's and the poll's figures, reported one call at a time.
+  std::mutex mu;
+  IngestProgress shared;
+  const auto report = [&](const IngestProgress& sent) {
+    std::lock_guard<std::mutex> lock(mu);
+    shared.bytes_sent = sent.bytes_sent;
+    shared.tokens_sent = sent.tokens_sent;
+    shared.all_sent = sent.all_sent;
+    if (options.on_progress) options.on_progress(shared);
+  };
+  const auto on_answer = [&](const v1::InFlightCall& in_flight) {
+    std::lock_guard<std::mutex> lock(mu);
+    shared.server_reported = true;
+    shared.tokens_fed = in_flight.tokens_fed();
+    shared.tokens_queued = in_flight.tokens_queued();
+    shared.bytes_received = in_flight.bytes_received();
+    if (options.on_progress) options.on_progress(shared);
+  };
+  IngestProgressPoller poller(*this, session_id, options.progress_poll_interval,
+                              on_answer);
+  absl::StatusOr<v1::IngestResponse> response =
+      StreamIngest(session_id, options, call, next_chunk, report,
+                   /*report_all_sent=*/true);
+  poller.Stop();
+  if (!response.ok() && created) {
+    // Best effort: the ingest's error is what the caller needs to see.
+    CallOptions cleanup;
+    cleanup.timeout = absl::Seconds(5);
+    (void)DeleteSession(session_id, cleanup);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::IngestResponse> Client::StreamIngest(
+    const std::string& session_id, const IngestOptions& options,
+    const CallOptions& call,
+    const std::function<bool(v1::IngestRequest&, IngestProgress&)>& next_chunk,
+    const std::function<void(const IngestProgress&)>& report,
+    bool report_all_sent) {
+  ScopedCallContext context(call, absl::InfiniteDuration(), session_id);
   v1::IngestResponse response;
   std::unique_ptr<grpc::ClientWriter<v1::IngestRequest>> writer =
       inference_->Ingest(context.get(), &response);
   IngestProgress progress;
   bool first = true;
+  bool written = true;
   while (true) {
     v1::IngestRequest request;
     if (first) {
-      request.set_session_id(options.session_id);
+      request.set_session_id(session_id);
       request.set_add_bos(options.add_bos);
     }
     const bool has_chunk = next_chunk(request, progress);
@@ -130,9 +245,16 @@ absl::StatusOr<v1::IngestResponse> Client::Ingest(
     // An empty document still sends one message naming the session, so
     // the server answers (and refuses or accepts the empty input itself).
     first = false;
-    if (!writer->Write(request)) break;  // the stream failed: see Finish
-    if (options.on_progress) options.on_progress(progress);
+    if (!writer->Write(request)) {  // the stream failed: see Finish
+      written = false;
+      break;
+    }
     if (!has_chunk) break;
+    if (report) report(progress);
+  }
+  if (written && report && report_all_sent) {
+    progress.all_sent = true;
+    report(progress);
   }
   writer->WritesDone();
   RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));

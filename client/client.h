@@ -70,10 +70,22 @@ struct GenerateOutput {
 // Called once per streamed GenerateChunk, on the calling thread.
 using GenerateChunkCallback = std::function<void(const v1::GenerateChunk&)>;
 
-// Progress of an Ingest: what has been handed to the stream so far.
+// Progress of an Ingest: what has been handed to the stream so far and,
+// when IngestOptions::progress_poll_interval is set, what the server has
+// done with it.
 struct IngestProgress {
   int64_t bytes_sent = 0;   // text input
   int64_t tokens_sent = 0;  // token input
+  // Every chunk has been written; the call waits for the server to finish.
+  // With the progress poll only (one more report after the last chunk's).
+  bool all_sent = false;
+  // The server's figures for the running call (GetSession's
+  // SessionInfo.in_flight), as of its last answer to the progress poll;
+  // false / zero until it has answered for the running call.
+  bool server_reported = false;
+  int64_t tokens_fed = 0;      // fed into the session
+  int64_t tokens_queued = 0;   // received, waiting to be fed
+  int64_t bytes_received = 0;  // text received (text input)
 };
 
 struct IngestOptions {
@@ -85,8 +97,18 @@ struct IngestOptions {
   int64_t chunk_bytes = 64 << 10;
   int64_t chunk_tokens = 8192;
   // Called after each chunk was written (Write blocks while the server
-  // applies backpressure, so this paces with the server).
+  // applies backpressure, so this paces with the server), and after each
+  // answer of the progress poll. Calls come from the calling thread and the
+  // poll's thread, one at a time (serialized by the client); keep it quick.
   std::function<void(const IngestProgress&)> on_progress;
+  // Non-zero: while the call runs, a thread of the client polls the
+  // session's progress on the server (GetSession) this often, on the same
+  // channel, without holding up the upload, and reports it through
+  // on_progress (IngestProgress::tokens_fed, tokens_queued). The poll needs
+  // the session's id up front, so without session_id the client creates
+  // the session first (CreateSession) and deletes it again if the ingest
+  // fails, as the server does with a session an Ingest creates.
+  absl::Duration progress_poll_interval = absl::ZeroDuration();
 };
 
 class Client {
@@ -189,6 +211,16 @@ class Client {
       const IngestOptions& options, const CallOptions& call,
       const std::function<bool(v1::IngestRequest&, IngestProgress&)>&
           next_chunk);
+  // The stream itself, into `session_id` (empty: a new session), reporting
+  // after each chunk through `report` (null: no progress reports), and
+  // once more with all_sent when `report_all_sent`.
+  absl::StatusOr<v1::IngestResponse> StreamIngest(
+      const std::string& session_id, const IngestOptions& options,
+      const CallOptions& call,
+      const std::function<bool(v1::IngestRequest&, IngestProgress&)>&
+          next_chunk,
+      const std::function<void(const IngestProgress&)>& report,
+      bool report_all_sent);
 
   std::string address_;
   ClientOptions options_;

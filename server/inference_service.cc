@@ -4,11 +4,12 @@
 // run on gRPC's threads; JobObserver callbacks on the scheduler's engine
 // thread; Finalize* on the service's CallbackExecutor; the continuation
 // after a session is opened inline or on the store's I/O thread (below).
-// Each reactor's mutex guards its queue and flags. Never held while calling
-// into the scheduler (Submit, Wake), whose own lock is held while it calls
-// observers; gRPC operations (StartWrite, StartRead, Finish) are started
-// after unlocking. Finish is always the last thing a reaction does with the
-// reactor: OnDone may delete it right after.
+// Each reactor's mutex guards its flags and, for the streaming calls, its
+// StreamOutbox (the queued responses and the write in flight). Never held
+// while calling into the scheduler (Submit, Wake), whose own lock is held
+// while it calls observers; gRPC operations (StartWrite, StartRead, Finish)
+// are started after unlocking. Finish is always the last thing a reaction
+// does with the reactor: OnDone may delete it right after.
 //
 // Sessions are leased with the store's async calls (SessionStore::
 // AcquireAsync), so a reaction never reads a spilled session's file: the
@@ -19,7 +20,6 @@
 #include "server/inference_service.h"
 
 #include <algorithm>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -34,27 +34,10 @@
 #include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/request_conversion.h"
+#include "server/stream_outbox.h"
 
 namespace linserve::server {
 namespace {
-
-// Appends `chunk` to the last queued response when that is a chunk with
-// room (coalescing while the client reads), else queues a new response.
-// `chunk_of` returns the GenerateChunk inside a response (or null).
-template <typename Response, typename ChunkOf>
-void QueueChunk(const GeneratedChunk& chunk, const engine::Tokenizer* tokenizer,
-                std::deque<Response>& queue, ChunkOf chunk_of) {
-  if (!queue.empty()) {
-    v1::GenerateChunk* last = chunk_of(queue.back());
-    if (last != nullptr && last->token_ids_size() < kMaxCoalescedTokens) {
-      ToProto(chunk, tokenizer, last);
-      return;
-    }
-  }
-  queue.emplace_back();
-  v1::GenerateChunk* fresh = chunk_of(queue.back());
-  ToProto(chunk, tokenizer, fresh);
-}
 
 // OpenCallSession (server/request_conversion.h) without blocking on disk:
 // `done` gets a fresh state (no session_id) or the leased session, inline
@@ -105,19 +88,17 @@ class GenerateReactor final
   // --- JobObserver (engine thread).
   bool CanAcceptOutput() override {
     std::lock_guard<std::mutex> lock(mu_);
-    return queue_.size() < kMaxQueuedMessages;
+    return outbox_.HasRoom();
   }
 
   void OnChunk(GeneratedChunk chunk) override {
-    bool write;
+    Outbox::Next next;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (broken_) return;
-      QueueChunk(chunk, context_.tokenizer, queue_,
-                 [](v1::GenerateResponse& r) { return r.mutable_chunk(); });
-      write = TakeWriteLocked();
+      outbox_.AddChunk(chunk, context_.tokenizer);
+      next = TakeNextLocked();
     }
-    if (write) StartWrite(&in_flight_);
+    Act(next);
   }
 
   void OnGenerateFinished(absl::StatusOr<GenerateOutcome> outcome) override {
@@ -128,24 +109,18 @@ class GenerateReactor final
 
   // --- Reactions.
   void OnWriteDone(bool ok) override {
-    bool write, finish;
+    Outbox::Next next;
     bool wake;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      write_in_flight_ = false;
-      if (!ok) {
-        // The client is gone: nothing more can be delivered.
-        broken_ = true;
-        queue_.clear();
-        if (job_ != nullptr) job_->Cancel();
-      }
-      write = TakeWriteLocked();
-      finish = !write && TakeFinishLocked();
+      outbox_.WriteDone(ok);
+      // The client is gone: nothing more can be delivered.
+      if (!ok && job_ != nullptr) job_->Cancel();
+      next = TakeNextLocked();
       wake = !job_done_;
     }
     if (wake) context_.scheduler->Wake();
-    if (write) StartWrite(&in_flight_);
-    if (finish) Finish(final_status_);
+    Act(next);
   }
 
   void OnCancel() override {
@@ -162,6 +137,8 @@ class GenerateReactor final
   }
 
  private:
+  using Outbox = StreamOutbox<v1::GenerateResponse>;
+
   // Once the session is open (inline or on the store's I/O thread).
   void StartOrFinish(const v1::GenerateRequest& request,
                      absl::StatusOr<CallSession> session) {
@@ -215,12 +192,13 @@ class GenerateReactor final
   // On the executor: the job is done and the scheduler no longer touches
   // the session.
   void Finalize(absl::StatusOr<GenerateOutcome> outcome) {
-    bool write, finish;
+    Outbox::Next next;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (outcome.ok()) {
         if (session_.stored()) session_.lease.Commit();
-        v1::GenerateResult* result = queue_.emplace_back().mutable_result();
+        v1::GenerateResponse response;
+        v1::GenerateResult* result = response.mutable_result();
         result->set_finish_reason(
             ToProto(outcome->finish, outcome->stopped_by_caller));
         result->set_stop_string(outcome->stop_string);
@@ -231,6 +209,7 @@ class GenerateReactor final
             outcome->session_position);
         ToProto(outcome->timings, result->mutable_timings());
         result->set_seed(outcome->seed);
+        outbox_.Add(std::move(response));
         final_status_ = grpc::Status::OK;
       } else {
         final_status_ = ToGrpcStatus(outcome.status());
@@ -239,27 +218,20 @@ class GenerateReactor final
       // again as soon as it sees the call end.
       session_ = CallSession();
       job_done_ = true;
-      if (broken_) queue_.clear();
-      write = TakeWriteLocked();
-      finish = !write && TakeFinishLocked();
+      next = TakeNextLocked();
     }
-    if (write) StartWrite(&in_flight_);
-    if (finish) Finish(final_status_);
+    Act(next);
   }
 
-  bool TakeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (write_in_flight_ || finish_called_ || queue_.empty()) return false;
-    in_flight_ = std::move(queue_.front());
-    queue_.pop_front();
-    write_in_flight_ = true;
-    return true;
+  // The call ends once the job is done and its result written.
+  Outbox::Next TakeNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return outbox_.TakeNext(/*may_finish=*/job_done_);
   }
-  bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!job_done_ || write_in_flight_ || finish_called_ || !queue_.empty()) {
-      return false;
-    }
-    finish_called_ = true;
-    return true;
+
+  // After unlocking.
+  void Act(const Outbox::Next& next) {
+    if (next.write != nullptr) StartWrite(next.write);
+    if (next.finish) Finish(final_status_);
   }
 
   const ServiceContext& context_;
@@ -270,13 +242,9 @@ class GenerateReactor final
 
   std::mutex mu_;
   std::shared_ptr<GenerateJob> job_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
-  v1::GenerateResponse in_flight_;  // owned by the write in flight
-  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  Outbox outbox_ ABSL_GUARDED_BY(mu_){kMaxQueuedMessages, kMaxCoalescedTokens};
   bool job_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status final_status_;  // written once, before finish_called_
+  grpc::Status final_status_;  // written once, before the Finish is taken
 };
 
 // ---------------------------------------------------------------------------
@@ -301,19 +269,13 @@ class ChatReactor final
   // --- JobObserver (engine thread).
   bool CanAcceptOutput() override {
     std::lock_guard<std::mutex> lock(mu_);
-    return queue_.size() < kMaxQueuedMessages;
+    return outbox_.HasRoom();
   }
 
   void OnChunk(GeneratedChunk chunk) override {
-    bool write;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (broken_) return;
-      QueueChunk(chunk, context_.tokenizer, queue_,
-                 [](v1::ChatResponse& r) { return r.mutable_chunk(); });
-      write = TakeWriteLocked();
-    }
-    if (write) StartWrite(&in_flight_);
+    Act(WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      outbox_.AddChunk(chunk, context_.tokenizer);
+    }));
   }
 
   void OnGenerateFinished(absl::StatusOr<GenerateOutcome> outcome) override {
@@ -346,12 +308,8 @@ class ChatReactor final
   void OnWriteDone(bool ok) override {
     bool wake = false;
     Action action = WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      write_in_flight_ = false;
-      if (!ok) {
-        broken_ = true;
-        queue_.clear();
-        EndWithErrorLocked(absl::CancelledError("the client went away"));
-      }
+      outbox_.WriteDone(ok);
+      if (!ok) EndWithErrorLocked(absl::CancelledError("the client went away"));
       wake = job_ != nullptr;
     });
     if (wake) context_.scheduler->Wake();
@@ -373,11 +331,12 @@ class ChatReactor final
   }
 
  private:
+  using Outbox = StreamOutbox<v1::ChatResponse>;
+
   // What a reaction does after unlocking.
   struct Action {
     bool read = false;
-    bool write = false;
-    bool finish = false;
+    Outbox::Next outgoing;  // a write or the Finish
   };
 
   // Runs `update` under the lock, then decides the next gRPC operations.
@@ -386,13 +345,16 @@ class ChatReactor final
     std::lock_guard<std::mutex> lock(mu_);
     update();
     Action action;
-    action.read = std::exchange(read_next_, false) && !finish_called_;
+    action.read = std::exchange(read_next_, false) && !outbox_.finished();
     // Until StartRead has been called, Finish must wait (gRPC takes no
     // StartRead after Finish).
     if (action.read) starting_read_ = true;
-    action.write = TakeWriteLocked();
-    action.finish = !action.write && TakeFinishLocked();
-    if (action.finish) {
+    // The call ends once it is ending, no turn runs or session is being
+    // opened, and every queued response is written (or the stream broke).
+    action.outgoing = outbox_.TakeNext(
+        /*may_finish=*/ending_ && job_ == nullptr && !loading_ &&
+        !starting_read_);
+    if (action.outgoing.finish) {
       action.read = false;
       // Released before the status goes out (the client may continue the
       // session with its next call as soon as this one ends).
@@ -402,7 +364,7 @@ class ChatReactor final
   }
 
   void Act(const Action& action) {
-    if (action.write) StartWrite(&in_flight_);
+    if (action.outgoing.write != nullptr) StartWrite(action.outgoing.write);
     if (action.read) {
       StartRead(&request_);
       // A finish that waited for the read to be started may go now.
@@ -411,7 +373,7 @@ class ChatReactor final
       }));
       return;
     }
-    if (action.finish) Finish(final_status_);
+    if (action.outgoing.finish) Finish(final_status_);
   }
 
   void EndWithErrorLocked(const absl::Status& status)
@@ -512,9 +474,11 @@ class ChatReactor final
     started_ = true;
     defaults_ = start.sampling();
     system_prompt_ = start.system_prompt();
-    v1::ChatStarted* started = queue_.emplace_back().mutable_started();
+    v1::ChatResponse response;
+    v1::ChatStarted* started = response.mutable_started();
     started->set_session_id(lease.session().id);
     started->set_session_position(lease.session().position());
+    outbox_.Add(std::move(response));
     lease_ = std::move(lease);
     return absl::OkStatus();
   }
@@ -581,8 +545,8 @@ class ChatReactor final
         return;
       }
       lease_.Commit();
-      if (broken_) return;
-      v1::ChatTurnEnd* end = queue_.emplace_back().mutable_turn_end();
+      v1::ChatResponse response;
+      v1::ChatTurnEnd* end = response.mutable_turn_end();
       end->set_finish_reason(
           ToProto(outcome->finish, outcome->stopped_by_caller));
       end->set_stop_string(outcome->stop_string);
@@ -591,25 +555,8 @@ class ChatReactor final
       end->mutable_usage()->set_session_position(outcome->session_position);
       ToProto(outcome->timings, end->mutable_timings());
       end->set_seed(outcome->seed);
+      outbox_.Add(std::move(response));  // dropped if the client is gone
     }));
-  }
-
-  bool TakeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (write_in_flight_ || finish_called_ || queue_.empty()) return false;
-    in_flight_ = std::move(queue_.front());
-    queue_.pop_front();
-    write_in_flight_ = true;
-    return true;
-  }
-  // The call ends once it is ending, no turn runs, and every queued
-  // response is written (or the stream is broken).
-  bool TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!ending_ || job_ != nullptr || loading_ || write_in_flight_ ||
-        starting_read_ || finish_called_ || !queue_.empty()) {
-      return false;
-    }
-    finish_called_ = true;
-    return true;
   }
 
   const ServiceContext& context_;
@@ -624,15 +571,11 @@ class ChatReactor final
   v1::SamplingParams defaults_ ABSL_GUARDED_BY(mu_);
   std::string system_prompt_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<GenerateJob> job_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::ChatResponse> queue_ ABSL_GUARDED_BY(mu_);
-  v1::ChatResponse in_flight_;  // owned by the write in flight
-  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  Outbox outbox_ ABSL_GUARDED_BY(mu_){kMaxQueuedMessages, kMaxCoalescedTokens};
   bool read_next_ ABSL_GUARDED_BY(mu_) = false;
   bool starting_read_ ABSL_GUARDED_BY(mu_) = false;
   bool loading_ ABSL_GUARDED_BY(mu_) = false;  // the ChatStart's session
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -840,7 +783,10 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
       case v1::IngestRequest::CHUNK_NOT_SET:
         break;
     }
-    if (!tokens.empty()) job_->AppendInput(std::move(tokens));
+    if (!tokens.empty() || !request_.text().empty()) {
+      job_->AppendInput(std::move(tokens),
+                        static_cast<int64_t>(request_.text().size()));
+    }
     return absl::OkStatus();
   }
 

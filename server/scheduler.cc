@@ -6,6 +6,8 @@
 // batched DecodeStep over every decoding job whose caller has room for
 // output, then hand the rest of the step's token budget to the jobs that
 // have input to feed, round robin from where the previous step stopped.
+// After each step that worked on a job, the job's progress goes to its
+// session (Session::progress: two relaxed atomic stores, for GetSession).
 #include "server/scheduler.h"
 
 #include <algorithm>
@@ -30,9 +32,10 @@ constexpr std::chrono::milliseconds kIdlePoll{5};
 
 }  // namespace
 
-void IngestJob::AppendInput(std::vector<int32_t> tokens) {
+void IngestJob::AppendInput(std::vector<int32_t> tokens, int64_t text_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   input_.insert(input_.end(), tokens.begin(), tokens.end());
+  text_bytes_ += text_bytes;
 }
 
 void IngestJob::FinishInput() {
@@ -72,6 +75,12 @@ struct Scheduler::Running {
   SteadyClock::time_point first_step{};
   bool started = false;
   int64_t prompt_tokens = 0;
+  // 1 when `input` starts with the session's pending token (already
+  // counted in its position), else 0.
+  size_t pending_in_input = 0;
+  // The session's progress.tokens_fed at admission: what the lease
+  // holder's earlier jobs added (the turns of a Chat before this one).
+  int64_t fed_before = 0;
 
   // Generate.
   bool decoding = false;
@@ -198,9 +207,27 @@ void Scheduler::Loop() {
     }
   };
 
+  // Publishes a job's progress for GetSession: `added` tokens added to the
+  // session by this job so far, `queued` waiting to be fed. Before the
+  // job's OnFinished (after it, the session may be gone).
+  auto publish = [&](Running& r, int64_t added, int64_t queued,
+                     int64_t bytes_received = 0) {
+    InFlightProgress& progress = r.job->session->progress;
+    progress.tokens_fed.store(r.fed_before + added, std::memory_order_relaxed);
+    progress.tokens_queued.store(queued, std::memory_order_relaxed);
+    progress.bytes_received.store(bytes_received, std::memory_order_relaxed);
+  };
+  // Prompt (or scored input) tokens of a generate or score job fed so far.
+  auto input_fed = [](const Running& r) {
+    return static_cast<int64_t>(r.next_input) -
+           std::min(static_cast<int64_t>(r.next_input),
+                    static_cast<int64_t>(r.pending_in_input));
+  };
+
   // Ends a job with an error: its session goes back to the snapshot.
   auto fail = [&](Running& r, absl::Status status) {
     Restore(*r.job->session, r.snapshot_state, r.snapshot_extras);
+    publish(r, 0, 0);
     switch (r.kind) {
       case Running::Kind::kGenerate:
         r.job->observer->OnGenerateFinished(std::move(status));
@@ -225,8 +252,10 @@ void Scheduler::Loop() {
     if (session.extras.seen.empty()) {
       session.extras = engine::NewSessionExtras(model_.vocab_size());
     }
+    r.fed_before = session.progress.tokens_fed.load(std::memory_order_relaxed);
     if (session.extras.pending_token.has_value()) {
       r.input.push_back(*session.extras.pending_token);
+      r.pending_in_input = 1;
     }
     if (auto* g = dynamic_cast<GenerateJob*>(&job)) {
       r.kind = Running::Kind::kGenerate;
@@ -294,6 +323,7 @@ void Scheduler::Loop() {
   auto on_sampled = [&](Running& r, const engine::SampleResult& sample) {
     GenerateJob& g = *r.generate;
     r.generated.push_back(sample.token);
+    publish(r, r.prompt_tokens + static_cast<int64_t>(r.generated.size()), 0);
     // Counted before the caller hears of it, so a scrape after the call
     // ends includes it.
     if (metrics_ != nullptr) metrics_->AddGenerationTokens(1);
@@ -403,6 +433,7 @@ void Scheduler::Loop() {
             last ? logits.data() : nullptr));
         if (metrics_ != nullptr) metrics_->AddPromptTokens(n);
         r.next_input += static_cast<size_t>(n);
+        if (!last) publish(r, input_fed(r), 0);
         if (last) {
           session.extras.pending_token.reset();
           r.decoding = true;
@@ -432,7 +463,10 @@ void Scheduler::Loop() {
           out.score.total_logprob += part.total_logprob;
           if (metrics_ != nullptr) metrics_->AddIngestTokens(n - 1);
           r.next_input = begin + static_cast<size_t>(n) - 1;
-          if (r.next_input + 1 < r.input.size()) return n - 1;
+          if (r.next_input + 1 < r.input.size()) {
+            publish(r, input_fed(r), 0);
+            return n - 1;
+          }
         }
         // Done: the last token stays unfed (pending) in the session.
         ScoreOutcome out = std::move(r.score_outcome);
@@ -448,8 +482,10 @@ void Scheduler::Loop() {
             TimingsOf(r.job->submitted_, r.first_step, r.started, std::nullopt);
         if (r.score->append_to_session) {
           r.snapshot_state.reset();
+          publish(r, r.prompt_tokens, 0);
         } else {
           Restore(session, r.snapshot_state, r.snapshot_extras);
+          publish(r, 0, 0);
         }
         r.job->observer->OnScoreFinished(std::move(out));
         *done = true;
@@ -459,6 +495,7 @@ void Scheduler::Loop() {
         IngestJob& in = *r.ingest;
         std::vector<int32_t> taken;
         bool finished_input = false;
+        int64_t still_queued = 0, text_bytes = 0;
         {
           std::lock_guard<std::mutex> lock(in.mu_);
           const int64_t n =
@@ -466,6 +503,8 @@ void Scheduler::Loop() {
           taken.assign(in.input_.begin(), in.input_.begin() + n);
           in.input_.erase(in.input_.begin(), in.input_.begin() + n);
           finished_input = in.input_finished_ && in.input_.empty();
+          still_queued = static_cast<int64_t>(in.input_.size());
+          text_bytes = in.text_bytes_;
         }
         if (!taken.empty()) {
           for (int32_t id : taken) {
@@ -488,6 +527,7 @@ void Scheduler::Loop() {
           session.extras.pending_token = r.held;
           session.extras.MarkSeen(taken);
           r.ingested += static_cast<int64_t>(taken.size());
+          publish(r, r.ingested, still_queued, text_bytes);
           if (metrics_ != nullptr) {
             metrics_->AddIngestTokens(static_cast<int64_t>(taken.size()));
           }

@@ -194,8 +194,11 @@ class ScoreJob : public Job {
 // when the pending input is small (constant memory).
 class IngestJob : public Job {
  public:
-  // Thread-safe.
-  void AppendInput(std::vector<int32_t> tokens);
+  // Thread-safe. `text_bytes`: with text input, the bytes of text received
+  // with these tokens (which may be fewer than the text's: a word cut by
+  // the chunk waits for the next), for the progress GetSession reports
+  // (Session::progress).
+  void AppendInput(std::vector<int32_t> tokens, int64_t text_bytes = 0);
   void FinishInput();
   int64_t pending_input() const;
 
@@ -203,6 +206,7 @@ class IngestJob : public Job {
   friend class Scheduler;
   mutable std::mutex mu_;
   std::deque<int32_t> input_;
+  int64_t text_bytes_ = 0;
   bool input_finished_ = false;
 };
 

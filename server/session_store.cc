@@ -256,6 +256,24 @@ struct SessionStore::Impl {
   Impl(const engine::Model& model, SessionStoreOptions options)
       : model(model), options(std::move(options)) {}
 
+  // What Get and List report of entry `e` (under mu).
+  SessionSummary SummaryOf(const std::string& id, const Entry& e) const {
+    SessionSummary summary{id,          e.position,           e.created,
+                           e.last_used, e.session != nullptr, e.leased};
+    // A leased session in RAM cannot be dropped while mu is held (Release
+    // and Delete take it), so reading its atomics here is safe.
+    if (e.leased && e.session != nullptr) {
+      const InFlightProgress& progress = e.session->progress;
+      summary.in_flight_tokens_fed =
+          progress.tokens_fed.load(std::memory_order_relaxed);
+      summary.in_flight_tokens_queued =
+          progress.tokens_queued.load(std::memory_order_relaxed);
+      summary.in_flight_bytes_received =
+          progress.bytes_received.load(std::memory_order_relaxed);
+    }
+    return summary;
+  }
+
   fs::path StatePath(const std::string& id) const {
     return fs::path(options.spill_dir) / (id + kStateSuffix);
   }
@@ -884,6 +902,9 @@ void SessionStore::Release(Session* session, bool delete_it) {
     std::lock_guard<std::mutex> lock(impl.mu);
     auto it = impl.entries.find(session->id);
     Impl::Entry& e = it->second;
+    // Under the mutex, with `leased`: Get never sees an idle session with a
+    // call's progress, nor a busy one whose progress is already gone.
+    session->progress.Reset();
     e.leased = false;
     if (delete_it) {
       dropped = std::move(e.session);
@@ -903,9 +924,7 @@ absl::StatusOr<SessionSummary> SessionStore::Get(const std::string& id) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   auto it = impl_->entries.find(id);
   if (it == impl_->entries.end()) return NotFound(id);
-  const Impl::Entry& e = it->second;
-  return SessionSummary{id,          e.position,           e.created,
-                        e.last_used, e.session != nullptr, e.leased};
+  return impl_->SummaryOf(id, it->second);
 }
 
 std::vector<SessionSummary> SessionStore::List(const std::string& after,
@@ -916,9 +935,7 @@ std::vector<SessionSummary> SessionStore::List(const std::string& after,
        it != impl_->entries.end() &&
        (limit <= 0 || static_cast<int64_t>(out.size()) < limit);
        ++it) {
-    const Impl::Entry& e = it->second;
-    out.push_back(SessionSummary{it->first, e.position, e.created, e.last_used,
-                                 e.session != nullptr, e.leased});
+    out.push_back(impl_->SummaryOf(it->first, it->second));
   }
   return out;
 }

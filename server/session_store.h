@@ -98,6 +98,11 @@ struct SessionSummary {
   Clock::time_point created, last_used;
   bool in_ram = true;
   bool busy = false;
+  // While busy: the running call's progress (Session::progress, as the
+  // engine thread last published it); 0 otherwise.
+  int64_t in_flight_tokens_fed = 0;
+  int64_t in_flight_tokens_queued = 0;
+  int64_t in_flight_bytes_received = 0;
 };
 
 class SessionStore;
@@ -196,7 +201,9 @@ class SessionStore {
   // or written).
   absl::Status Delete(const std::string& id);
 
-  // A leased session reports the position and times of its last release.
+  // A leased session reports the position and times of its last release,
+  // and the progress its lease holder's call has published so far
+  // (Session::progress; zeroed when the lease is released).
   absl::StatusOr<SessionSummary> Get(const std::string& id) const;
   // Sessions ordered by id, starting after `after` (exclusive), at most
   // `limit` (limit <= 0: all).

@@ -43,6 +43,19 @@ grpc::ServerUnaryReactor* Unary(const ServiceContext& context,
   return FinishUnary(call, body());
 }
 
+// GetSession's and ListSessions' description of a session: ToProto's, plus
+// the running call's progress while the session is busy.
+void SummaryToProto(const ServiceContext& context,
+                    const SessionSummary& summary, v1::SessionInfo* out) {
+  ToProto(context, summary, out);
+  if (summary.busy) {
+    v1::InFlightCall* in_flight = out->mutable_in_flight();
+    in_flight->set_tokens_fed(summary.in_flight_tokens_fed);
+    in_flight->set_tokens_queued(summary.in_flight_tokens_queued);
+    in_flight->set_bytes_received(summary.in_flight_bytes_received);
+  }
+}
+
 // A leased session's description (the lease is the caller's, so not busy
 // for anyone once the call returns).
 void LeaseToProto(const ServiceContext& context, const SessionLease& lease,
@@ -305,7 +318,7 @@ grpc::ServerUnaryReactor* SessionsService::GetSession(
   return Unary(*context_, call, [&]() -> absl::Status {
     ASSIGN_OR_RETURN(SessionSummary summary,
                      context_->store->Get(request->session_id()));
-    ToProto(*context_, summary, response);
+    SummaryToProto(*context_, summary, response);
     return absl::OkStatus();
   });
 }
@@ -329,7 +342,7 @@ grpc::ServerUnaryReactor* SessionsService::ListSessions(
     const bool more = static_cast<int64_t>(sessions.size()) > page_size;
     if (more) sessions.resize(page_size);
     for (const SessionSummary& summary : sessions) {
-      ToProto(*context_, summary, response->add_sessions());
+      SummaryToProto(*context_, summary, response->add_sessions());
     }
     if (more) response->set_next_page_token(sessions.back().id);
     response->set_total(context_->store->size());

@@ -16,12 +16,25 @@ void PrintSession(const v1::SessionInfo& info, bool json) {
     std::cout << MessageToJson(info) << "\n";
     return;
   }
+  std::string busy;
+  if (info.busy()) {
+    busy = "  busy";
+    if (info.has_in_flight()) {
+      // The running call's progress (sessions.proto, InFlightCall).
+      absl::StrAppend(&busy, " (call so far: ", info.in_flight().tokens_fed(),
+                      " tokens fed");
+      if (info.in_flight().tokens_queued() > 0) {
+        absl::StrAppend(&busy, ", ", info.in_flight().tokens_queued(),
+                        " queued");
+      }
+      absl::StrAppend(&busy, ")");
+    }
+  }
   std::printf("%-34s position %-10lld state %lld B  %s%s\n",
               info.session_id().c_str(),
               static_cast<long long>(info.position()),
               static_cast<long long>(info.state_bytes()),
-              v1::SessionLocation_Name(info.location()).c_str(),
-              info.busy() ? "  busy" : "");
+              v1::SessionLocation_Name(info.location()).c_str(), busy.c_str());
 }
 
 bool ArgCountIn(const Invocation& invocation, size_t low, size_t high) {
@@ -76,7 +89,11 @@ int RunSessions(const Invocation& invocation) {
       if (!status.ok()) {
         return ReportFailure(invocation, "DeleteSession", status);
       }
-      if (!json) std::cout << "deleted " << arg(0) << "\n";
+      if (json) {
+        std::cout << "{\"deleted\":" << JsonString(arg(0)) << "}\n";
+      } else {
+        std::cout << "deleted " << arg(0) << "\n";
+      }
       return kExitOk;
     }
     auto info = client.GetSession(arg(0));
@@ -116,7 +133,11 @@ int RunSessions(const Invocation& invocation) {
     if (!bytes.ok()) {
       return ReportFailure(invocation, "ExportSession", bytes.status());
     }
-    if (!json) {
+    if (json) {
+      std::cout << "{\"session_id\":" << JsonString(arg(0))
+                << ",\"file\":" << JsonString(arg(1)) << ",\"bytes\":" << *bytes
+                << "}\n";
+    } else {
       std::cout << "exported " << arg(0) << " to " << arg(1) << " (" << *bytes
                 << " bytes)\n";
     }

@@ -52,6 +52,11 @@ ABSL_FLAG(bool, ignore_eos, false, "Do not stop at the model's EOS tokens.");
 
 ABSL_FLAG(int64_t, chunk_bytes, 64 << 10, "Ingest: bytes of text per chunk.");
 ABSL_FLAG(int64_t, chunk_tokens, 8192, "Ingest: token ids per chunk.");
+ABSL_FLAG(double, progress_interval, 0.25,
+          "Ingest: seconds between polls of the server's progress "
+          "(GetSession), which the progress bar shows as tokens fed, "
+          "tokens/s and ETA; 0: no polling (the bar then shows what was "
+          "sent).");
 ABSL_FLAG(bool, per_token, false,
           "Score: print every token's log-probability (JSON).");
 ABSL_FLAG(bool, append, false,

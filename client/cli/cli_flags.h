@@ -45,6 +45,7 @@ ABSL_DECLARE_FLAG(bool, ignore_eos);
 // Ingest and score.
 ABSL_DECLARE_FLAG(int64_t, chunk_bytes);
 ABSL_DECLARE_FLAG(int64_t, chunk_tokens);
+ABSL_DECLARE_FLAG(double, progress_interval);
 ABSL_DECLARE_FLAG(bool, per_token);
 ABSL_DECLARE_FLAG(bool, append);
 

@@ -152,10 +152,15 @@ const std::vector<Command>& Commands() {
        WithSampling({"session", "tokens", "add_bos", "json"}), RunGenerate},
       {"ingest",
        "FILE",
-       "Streams FILE ('-': stdin) into a session (new unless --session), "
-       "with a progress bar on stderr; prints the session id and position.",
-       {"session", "tokens", "add_bos", "chunk_bytes", "chunk_tokens", "quiet",
-        "json"},
+       "Streams FILE ('-': stdin) into a session (new unless --session; "
+       "created before the upload, deleted again if the ingest fails), with "
+       "a progress bar on stderr: the tokens the server has fed so far, "
+       "tokens/s and the ETA (polled with GetSession every "
+       "--progress_interval; for text, the total in tokens is estimated "
+       "from the tokens per byte so far). Prints the session id, position "
+       "and rate.",
+       {"session", "tokens", "add_bos", "chunk_bytes", "chunk_tokens",
+        "progress_interval", "quiet", "json"},
        RunIngest},
       {"score",
        "FILE",

@@ -2,6 +2,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -38,50 +39,60 @@ std::string FormatBytes(double bytes) {
   return buffer;
 }
 
-// The ingest progress bar: done / total of bytes (text) or tokens, the
-// rate, and the time left. Redraws in place on a terminal, else prints a
-// line per 10%.
+// The ingest progress bar, on stderr. Once the server has reported the
+// call's progress (IngestProgress::server_reported, from the GetSession
+// poll): tokens fed / the total in tokens, tokens/s and the ETA. The total
+// is the document's length for token ids; for text it is estimated as the
+// document's bytes x the tokens per byte so far (the tokens the server has
+// of the bytes it has received), which is exact up to the last partial
+// word once every byte has arrived. Before that (or with
+// --progress_interval 0): what was sent, in bytes or tokens, and its rate.
+// Redraws in place on a terminal (at most ten times a second), else prints
+// a line each time another tenth is done (of the server's figures only, when
+// it is polled: what was sent is in the gRPC buffers within moments).
 class ProgressBar {
  public:
-  ProgressBar(int64_t total, bool tokens)
+  // `total`: the document's bytes (text) or tokens (token ids); 0 unknown.
+  // `polled`: the server's figures will come (--progress_interval > 0).
+  ProgressBar(int64_t total, bool tokens, bool polled)
       : total_(total),
         tokens_(tokens),
+        polled_(polled),
         start_(SteadyClock::now()),
         tty_(isatty(STDERR_FILENO)) {}
 
-  void Update(int64_t done) {
+  void Update(const client::IngestProgress& progress) {
     const double elapsed = SecondsSince(start_);
-    const double fraction =
-        total_ > 0 ? std::min(1.0, static_cast<double>(done) / total_) : 0;
+    const Line line = progress.server_reported ? ServerLine(progress, elapsed)
+                                               : SentLine(progress, elapsed);
     if (tty_) {
-      if (elapsed - last_draw_ < 0.1 && done < total_) return;
+      if (elapsed - last_draw_ < 0.1 && line.fraction < 1) return;
+    } else if (polled_ && !progress.server_reported) {
+      return;
     } else {
-      const int decile = static_cast<int>(fraction * 10);
-      if (decile == last_decile_) return;
+      // A new series of lines when the server's figures take over; an
+      // estimate that moves back does not print the same tenth again.
+      const int decile = static_cast<int>(line.fraction * 10) +
+                         (progress.server_reported ? 100 : 0);
+      if (decile <= last_decile_ && (decile >= 100) == (last_decile_ >= 100)) {
+        return;
+      }
       last_decile_ = decile;
     }
     last_draw_ = elapsed;
-    const double rate = elapsed > 0 ? done / elapsed : 0;
     std::string bar(30, ' ');
-    std::fill(bar.begin(), bar.begin() + static_cast<int>(fraction * 30), '#');
-    const std::string rate_text =
-        tokens_ ? absl::StrCat(static_cast<int64_t>(rate), " tok/s")
-                : absl::StrCat(FormatBytes(rate), "/s");
-    const std::string done_text =
-        tokens_ ? absl::StrCat(done, " tok") : FormatBytes(done);
-    std::string eta = "?";
-    if (rate > 0 && total_ > 0) {
-      eta = absl::StrCat(static_cast<int64_t>((total_ - done) / rate), " s");
-    }
+    std::fill(bar.begin(),
+              bar.begin() + static_cast<int>(std::min(line.fraction, 1.0) * 30),
+              '#');
     char percent[16];
-    std::snprintf(percent, sizeof(percent), "%5.1f%%", fraction * 100);
-    std::cerr << (tty_ ? "\r" : "") << "[" << bar << "] " << percent << " "
-              << done_text << "  " << rate_text << "  ETA " << eta
-              << (tty_ ? "   " : "\n") << std::flush;
-    if (total_ > 0 && done >= total_ && !all_sent_) {
+    std::snprintf(percent, sizeof(percent), "%5.1f%%", line.fraction * 100);
+    std::cerr << (tty_ ? "\r\x1b[K" : "") << "[" << bar << "] " << percent
+              << " " << line.text << (tty_ ? "" : "\n") << std::flush;
+    const int64_t sent = tokens_ ? progress.tokens_sent : progress.bytes_sent;
+    if (!polled_ && total_ > 0 && sent >= total_ && !all_sent_noted_) {
       // gRPC buffers up to its flow-control window: the server may still
       // be working through the last megabytes.
-      all_sent_ = true;
+      all_sent_noted_ = true;
       std::cerr << (tty_ ? "\n" : "")
                 << "all sent; waiting for the server to finish\n"
                 << std::flush;
@@ -89,17 +100,77 @@ class ProgressBar {
   }
 
   void Finish() {
-    if (tty_ && !all_sent_) std::cerr << "\n";
+    if (tty_ && last_draw_ >= 0) std::cerr << "\n";
   }
 
  private:
+  struct Line {
+    double fraction = 0;
+    std::string text;
+  };
+
+  static std::string Eta(double left, double rate) {
+    if (rate <= 0 || left < 0) return "?";
+    return absl::StrCat(static_cast<int64_t>(left / rate + 0.5), " s");
+  }
+
+  Line ServerLine(const client::IngestProgress& progress,
+                  double elapsed) const {
+    const double fed = static_cast<double>(progress.tokens_fed);
+    const double have = fed + static_cast<double>(progress.tokens_queued);
+    const double sent = static_cast<double>(tokens_ ? progress.tokens_sent
+                                                    : progress.bytes_sent);
+    double total = 0;  // tokens; 0: unknown
+    bool estimated = false;
+    if (tokens_) {
+      total = static_cast<double>(total_);
+    } else {
+      // stdin: everything sent is all there is, once it is all sent.
+      const double document_bytes = total_ > 0
+                                        ? static_cast<double>(total_)
+                                        : (progress.all_sent ? sent : 0.0);
+      const double received = static_cast<double>(progress.bytes_received);
+      if (document_bytes > 0 && received > 0 && have > 0) {
+        total = std::max(have, have / received * document_bytes);
+        estimated = true;
+      }
+    }
+    const double rate = elapsed > 0 ? fed / elapsed : 0;
+    Line line;
+    line.fraction = total > 0 ? std::min(1.0, fed / total) : 0;
+    line.text =
+        absl::StrCat(progress.tokens_fed, "/",
+                     total > 0 ? absl::StrCat(estimated ? "~" : "",
+                                              static_cast<int64_t>(total + 0.5))
+                               : "?",
+                     " tok fed  ", static_cast<int64_t>(rate + 0.5),
+                     " tok/s  ETA ", total > 0 ? Eta(total - fed, rate) : "?");
+    return line;
+  }
+
+  Line SentLine(const client::IngestProgress& progress, double elapsed) const {
+    const int64_t done = tokens_ ? progress.tokens_sent : progress.bytes_sent;
+    const double rate = elapsed > 0 ? done / elapsed : 0;
+    Line line;
+    line.fraction =
+        total_ > 0 ? std::min(1.0, static_cast<double>(done) / total_) : 0;
+    line.text = absl::StrCat(
+        tokens_ ? absl::StrCat(done, " tok") : FormatBytes(done), " sent  ",
+        tokens_ ? absl::StrCat(static_cast<int64_t>(rate), " tok/s")
+                : absl::StrCat(FormatBytes(rate), "/s"),
+        "  ETA ",
+        total_ > 0 ? Eta(static_cast<double>(total_ - done), rate) : "?");
+    return line;
+  }
+
   int64_t total_;
   bool tokens_;
+  bool polled_;
   SteadyClock::time_point start_;
   bool tty_;
   double last_draw_ = -1;
   int last_decile_ = -1;
-  bool all_sent_ = false;
+  bool all_sent_noted_ = false;
 };
 
 absl::StatusOr<v1::Input> InputFromArgsOrStdin(const Invocation& invocation) {
@@ -193,6 +264,15 @@ int RunIngest(const Invocation& invocation) {
   options.add_bos = absl::GetFlag(FLAGS_add_bos);
   options.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
   options.chunk_tokens = absl::GetFlag(FLAGS_chunk_tokens);
+  const double poll_seconds = absl::GetFlag(FLAGS_progress_interval);
+  if (poll_seconds < 0) {
+    return UsageError(invocation,
+                      absl::StrCat("--progress_interval must be >= 0 seconds, "
+                                   "got ",
+                                   poll_seconds));
+  }
+  // Nothing to show with --quiet: no polling either.
+  if (!quiet) options.progress_poll_interval = absl::Seconds(poll_seconds);
 
   const auto start = SteadyClock::now();
   absl::StatusOr<v1::IngestResponse> response;
@@ -203,10 +283,11 @@ int RunIngest(const Invocation& invocation) {
     }
     auto ids = ParseTokenIds(*content);
     if (!ids.ok()) return ReportFailure(invocation, path, ids.status());
-    ProgressBar bar(static_cast<int64_t>(ids->size()), /*tokens=*/true);
+    ProgressBar bar(static_cast<int64_t>(ids->size()), /*tokens=*/true,
+                    /*polled=*/poll_seconds > 0);
     if (!quiet) {
       options.on_progress = [&bar](const client::IngestProgress& progress) {
-        bar.Update(progress.tokens_sent);
+        bar.Update(progress);
       };
     }
     response =
@@ -223,10 +304,10 @@ int RunIngest(const Invocation& invocation) {
                                  "cannot read: ", error.message())));
       }
     }
-    ProgressBar bar(total, /*tokens=*/false);
+    ProgressBar bar(total, /*tokens=*/false, /*polled=*/poll_seconds > 0);
     if (!quiet) {
       options.on_progress = [&bar](const client::IngestProgress& progress) {
-        bar.Update(progress.bytes_sent);
+        bar.Update(progress);
       };
     }
     if (path == "-") {
