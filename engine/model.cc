@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "engine/safetensors.h"
 #include "engine/weight_loader.h"
+#include "kernels/cpu_features.h"
 #include "kernels/dense_layer.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
@@ -18,6 +19,10 @@ namespace linserve::engine {
 
 Model::~Model() = default;
 
+int64_t DefaultPrefillPieceTokens() {
+  return std::clamp<int64_t>(64 * int64_t{kernels::KernelThreads()}, 256, 1024);
+}
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(
     const std::string& model_dir, const ModelOptions& options) {
   if (options.weight_type != kernels::DType::kFloat32 &&
@@ -25,12 +30,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(
     return absl::InvalidArgumentError(
         "ModelOptions.weight_type must be f32 or bf16");
   }
-  if (options.prefill_piece_tokens < 1) {
+  if (options.prefill_piece_tokens < 0) {
     return absl::InvalidArgumentError(
-        "ModelOptions.prefill_piece_tokens must be >= 1");
+        "ModelOptions.prefill_piece_tokens must be >= 1, or 0 for the default");
   }
   auto model = std::unique_ptr<Model>(new Model());
   model->options_ = options;
+  if (model->options_.prefill_piece_tokens == 0) {
+    model->options_.prefill_piece_tokens = DefaultPrefillPieceTokens();
+  }
   ASSIGN_OR_RETURN(model->config_, LoadModelConfig(model_dir + "/config.json"));
   const ModelConfig& c = model->config_;
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> checkpoint,

@@ -1,5 +1,7 @@
 #include "kernels/cpu_features.h"
 
+#include <omp.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -107,5 +109,7 @@ ScopedKernelIsa::ScopedKernelIsa(KernelIsa isa) : previous_(ActiveKernelIsa()) {
 ScopedKernelIsa::~ScopedKernelIsa() {
   ActiveIsaSlot().store(previous_, std::memory_order_relaxed);
 }
+
+int KernelThreads() { return omp_get_max_threads(); }
 
 }  // namespace linserve::kernels

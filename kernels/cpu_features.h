@@ -44,6 +44,10 @@ KernelIsa ActiveKernelIsa();
 // every ISA up to this one.
 KernelIsa MaxSupportedKernelIsa();
 
+// The threads the kernels' parallel regions run on (OpenMP's team size:
+// OMP_NUM_THREADS, else the cores).
+int KernelThreads();
+
 // For tests and benchmarks: caps the active ISA while in scope. Not for
 // concurrent use with running kernels on other threads.
 class ScopedKernelIsa {
