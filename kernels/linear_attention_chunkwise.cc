@@ -113,6 +113,10 @@ constexpr int64_t kMinParallelWork = int64_t{1} << 18;
 constexpr int64_t kStreamOutBytes = int64_t{1} << 20;
 // Scratch buffers start on a cache line (64 bytes).
 constexpr int64_t kAlignFloats = 16;
+// The narrowest slice of a head's value columns a thread gets when there are
+// fewer heads than threads: narrower, the per-slice recomputation of Q K^T
+// (and the delta rules' (I + L)^-1) outweighs the columns' work.
+constexpr int kMinValueSlice = 64;
 
 }  // namespace
 
@@ -151,11 +155,22 @@ void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
   p.stream_out = num_tokens * hv * int64_t{sizeof(float)} >= kStreamOutBytes;
 
   const int64_t work = num_tokens * H * K * V;
-  p.num_threads = work >= kMinParallelWork
-                      ? std::max(1, std::min(omp_get_max_threads(), H))
-                      : 1;
+  const bool parallel = work >= kMinParallelWork;
+  const int threads = omp_get_max_threads();
+  // Fewer heads than threads: split each head's value columns into slices
+  // of at least kMinValueSlice so that every thread has an item.
+  int slices = 1;
+  if (parallel && !p.normalize && H < threads) {
+    slices = std::max(1, std::min((threads + H - 1) / H, V / kMinValueSlice));
+  }
+  p.value_slice_width =
+      static_cast<int>((V + slices - 1) / slices + 15) / 16 * 16;
+  p.value_slice_width = std::min(p.value_slice_width, V);
+  p.value_slices = (V + p.value_slice_width - 1) / p.value_slice_width;
+  p.num_threads =
+      parallel ? std::max(1, std::min(threads, H * p.value_slices)) : 1;
   p.scratch_floats_per_thread =
-      internal::ChunkwiseScratchFloats(K, V, p.chunk_size);
+      internal::ChunkwiseScratchFloats(K, p.value_slice_width, p.chunk_size);
   std::vector<float> scratch(p.num_threads * p.scratch_floats_per_thread +
                              kAlignFloats);
   const uintptr_t base = reinterpret_cast<uintptr_t>(scratch.data());

@@ -35,8 +35,15 @@ struct ChunkwiseProblem {
   // Whether the output is large enough that it would not stay in cache for
   // its reader anyway: then the AVX-512 body writes it with streaming stores.
   bool stream_out;
+  // Each head's value columns are split into value_slices slices of
+  // value_slice_width (the last may be narrower), worked on independently:
+  // every rule is separable in the columns of V (Q K^T and the delta rules'
+  // (I + L)^-1 are recomputed per slice). 1 and value_dim: no split. Never
+  // split with normalize (z is one per head).
+  int value_slices;
+  int value_slice_width;
   // num_threads blocks of scratch_floats_per_thread floats, one per OpenMP
-  // thread of the head loop (thread i uses block i).
+  // thread of the item loop (thread i uses block i), for a slice's width.
   float* scratch;
   int64_t scratch_floats_per_thread;
   int num_threads;

@@ -22,6 +22,8 @@
 // forget. The checks use 2e-5 for T <= 65 and 5e-5 above: a margin of ~6x
 // over the drift, yet an exponent off by 1e-3 in one decay already fails
 // (errors ~1e-3), and a wrong index, mask or missed beta gives 1e-2 to 1.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -145,6 +147,29 @@ TEST_CASE("ChunkwiseForward equals the token-by-token reference for every rule",
     SECTION(f.name) {
       CheckMatchesReference(f, Decay::kRealistic, kShapes,
                             static_cast<int>(std::size(kShapes)), {64, 17});
+    }
+  }
+}
+
+TEST_CASE(
+    "with more threads than heads, ChunkwiseForward splits each head's value "
+    "columns over threads and still equals the reference for every rule",
+    "[linear_attention][chunkwise]") {
+  // 8 threads whatever the machine: 2 heads of V = 200 become 3 slices of
+  // 80, 80 and 40 columns, 1 head of 256 four of 64, 3 heads of 130 two of
+  // 80 and 50 (the normalised rule is never split).
+  struct ScopedThreads {
+    int previous = omp_get_max_threads();
+    ScopedThreads() { omp_set_num_threads(8); }
+    ~ScopedThreads() { omp_set_num_threads(previous); }
+  } eight_threads;
+  const Shape shapes[] = {{2, 64, 200, {65, 300}},
+                          {1, 32, 256, {130, 1000}},
+                          {3, 48, 130, {64, 129}}};
+  for (const Family& f : kFamilies) {
+    SECTION(f.name) {
+      CheckMatchesReference(f, Decay::kRealistic, shapes,
+                            static_cast<int>(std::size(shapes)), {64, 17});
     }
   }
 }
