@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -119,8 +120,17 @@ absl::Status Server::Init() {
   }
   engine::ModelOptions model_options;
   model_options.weight_type = options_.weight_type;
-  ASSIGN_OR_RETURN(model_,
-                   engine::Model::Load(options_.model_dir, model_options));
+  // Loaded on a thread that ends here: oneDNN's packing runs OpenMP, and
+  // libgomp keeps a thread pool per thread that ever started a parallel
+  // region. A second pool (the caller's, besides the engine thread's) makes
+  // libgomp count more threads than cores and stop spinning between
+  // regions, so every region of every step waits for futex wake-ups: a
+  // single stream ran 6x slower on 2 cores (docs/performance.md, Serving).
+  absl::StatusOr<std::unique_ptr<engine::Model>> loaded;
+  std::thread([&] {
+    loaded = engine::Model::Load(options_.model_dir, model_options);
+  }).join();
+  ASSIGN_OR_RETURN(model_, std::move(loaded));
   ASSIGN_OR_RETURN(tokenizer_,
                    engine::LoadTokenizerIfPresent(
                        options_.model_dir,
