@@ -35,6 +35,7 @@
 #include "server/grpc_status.h"
 #include "server/request_conversion.h"
 #include "server/stream_outbox.h"
+#include "server/tsan_annotations.h"
 
 namespace linserve::server {
 namespace {
@@ -66,7 +67,7 @@ void OpenCallSessionAsync(
 // Generate: one GenerateJob, its chunks streamed, then a GenerateResult.
 
 class GenerateReactor final
-    : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+    : public GrpcOrderedReactor<grpc::ServerWriteReactor<v1::GenerateResponse>>,
       public JobObserver {
  public:
   GenerateReactor(const ServiceContext& context, CallbackExecutor& executor,
@@ -109,6 +110,7 @@ class GenerateReactor final
 
   // --- Reactions.
   void OnWriteDone(bool ok) override {
+    AcquireGrpcOrder();
     Outbox::Next next;
     bool wake;
     {
@@ -124,11 +126,13 @@ class GenerateReactor final
   }
 
   void OnCancel() override {
+    AcquireGrpcOrder();
     std::lock_guard<std::mutex> lock(mu_);
     if (job_ != nullptr) job_->Cancel();
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     // Orders the deletion after every reaction's last use of the mutex
     // (gRPC's own ordering is invisible to ThreadSanitizer).
@@ -252,7 +256,8 @@ class GenerateReactor final
 // which the call leases from start to end.
 
 class ChatReactor final
-    : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>,
+    : public GrpcOrderedReactor<
+          grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>>,
       public JobObserver {
  public:
   ChatReactor(const ServiceContext& context, CallbackExecutor& executor,
@@ -286,6 +291,7 @@ class ChatReactor final
 
   // --- Reactions.
   void OnReadDone(bool ok) override {
+    AcquireGrpcOrder();
     if (!ok) {
       // The client closed its side (or the call is cancelled): end after
       // the turn in progress.
@@ -306,6 +312,7 @@ class ChatReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    AcquireGrpcOrder();
     bool wake = false;
     Action action = WithLock([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       outbox_.WriteDone(ok);
@@ -317,12 +324,14 @@ class ChatReactor final
   }
 
   void OnCancel() override {
+    AcquireGrpcOrder();
     Act(WithLock([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       EndWithErrorLocked(absl::CancelledError("the call was cancelled"));
     }));
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     // Orders the deletion after every reaction's last use of the mutex
     // (gRPC's own ordering is invisible to ThreadSanitizer).
@@ -603,8 +612,9 @@ std::string TakeTokenizableText(std::string& carry, bool end_of_input) {
   return segment;
 }
 
-class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
-                            public JobObserver {
+class IngestReactor final
+    : public GrpcOrderedReactor<grpc::ServerReadReactor<v1::IngestRequest>>,
+      public JobObserver {
  public:
   IngestReactor(const ServiceContext& context, CallbackExecutor& executor,
                 grpc::CallbackServerContext* call, v1::IngestResponse* response)
@@ -646,6 +656,7 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   // continuation) runs with handling_ set: a Finish from Finalize (the job
   // may end, e.g. cancelled, at any time once submitted) waits for its end.
   void OnReadDone(bool ok) override {
+    AcquireGrpcOrder();
     {
       std::lock_guard<std::mutex> lock(mu_);
       handling_ = true;
@@ -679,11 +690,13 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
   }
 
   void OnCancel() override {
+    AcquireGrpcOrder();
     std::lock_guard<std::mutex> lock(mu_);
     if (job_ != nullptr) job_->Cancel();
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     // Orders the deletion after every reaction's last use of the mutex
     // (gRPC's own ordering is invisible to ThreadSanitizer).
@@ -927,7 +940,8 @@ class IngestReactor final : public grpc::ServerReadReactor<v1::IngestRequest>,
 // ---------------------------------------------------------------------------
 // Score: one ScoreJob.
 
-class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
+class ScoreReactor final : public GrpcOrderedReactor<grpc::ServerUnaryReactor>,
+                           public JobObserver {
  public:
   ScoreReactor(const ServiceContext& context, CallbackExecutor& executor,
                grpc::CallbackServerContext* call,
@@ -962,11 +976,13 @@ class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
   }
 
   void OnCancel() override {
+    AcquireGrpcOrder();
     std::lock_guard<std::mutex> lock(mu_);
     if (job_ != nullptr) job_->Cancel();
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     // Orders the deletion after every reaction's last use of the mutex
     // (gRPC's own ordering is invisible to ThreadSanitizer).
@@ -1054,23 +1070,25 @@ class ScoreReactor final : public grpc::ServerUnaryReactor, public JobObserver {
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* call, const v1::GenerateRequest* request) {
-  return new GenerateReactor(*context_, executor_, call, *request);
+  return HandedToGrpc(
+      new GenerateReactor(*context_, executor_, call, *request));
 }
 
 grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>*
 InferenceService::Chat(grpc::CallbackServerContext* call) {
-  return new ChatReactor(*context_, executor_, call);
+  return HandedToGrpc(new ChatReactor(*context_, executor_, call));
 }
 
 grpc::ServerReadReactor<v1::IngestRequest>* InferenceService::Ingest(
     grpc::CallbackServerContext* call, v1::IngestResponse* response) {
-  return new IngestReactor(*context_, executor_, call, response);
+  return HandedToGrpc(new IngestReactor(*context_, executor_, call, response));
 }
 
 grpc::ServerUnaryReactor* InferenceService::Score(
     grpc::CallbackServerContext* call, const v1::ScoreRequest* request,
     v1::ScoreResponse* response) {
-  return new ScoreReactor(*context_, executor_, call, *request, response);
+  return HandedToGrpc(
+      new ScoreReactor(*context_, executor_, call, *request, response));
 }
 
 }  // namespace linserve::server

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
+#include "server/tsan_annotations.h"
 
 namespace linserve::server {
 namespace {
@@ -17,14 +18,21 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
   MetricsInterceptor(Metrics* metrics, const char* full_method)
       : metrics_(metrics),
         start_(std::chrono::steady_clock::now()),
-        method_(ShortName(full_method)) {}
+        method_(ShortName(full_method)) {
+    // gRPC runs the hooks and the destructor on other threads, ordered in
+    // code ThreadSanitizer cannot see (server/tsan_annotations.h).
+    TsanHappensBefore(this);
+  }
+  ~MetricsInterceptor() override { TsanHappensAfter(this); }
 
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
+    TsanHappensAfter(this);
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       Record(methods->GetSendStatus());
     }
+    TsanHappensBefore(this);
     methods->Proceed();
   }
 

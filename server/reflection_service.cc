@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "server/tsan_annotations.h"
+
 namespace linserve::server {
 namespace {
 
@@ -21,8 +23,9 @@ using google::protobuf::FileDescriptor;
 
 // One request answered per read: read, answer, write, read again.
 class ReflectionReactor final
-    : public grpc::ServerBidiReactor<reflection::ServerReflectionRequest,
-                                     reflection::ServerReflectionResponse> {
+    : public GrpcOrderedReactor<
+          grpc::ServerBidiReactor<reflection::ServerReflectionRequest,
+                                  reflection::ServerReflectionResponse>> {
  public:
   explicit ReflectionReactor(const ReflectionService& service)
       : service_(service) {
@@ -30,6 +33,7 @@ class ReflectionReactor final
   }
 
   void OnReadDone(bool ok) override {
+    AcquireGrpcOrder();
     if (!ok) {
       Finish(grpc::Status::OK);
       return;
@@ -40,6 +44,7 @@ class ReflectionReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    AcquireGrpcOrder();
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
       return;
@@ -47,7 +52,10 @@ class ReflectionReactor final
     StartRead(&request_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    AcquireGrpcOrder();
+    delete this;
+  }
 
  private:
   void Answer() {
@@ -139,7 +147,7 @@ grpc::ServerBidiReactor<grpc::reflection::v1alpha::ServerReflectionRequest,
                         grpc::reflection::v1alpha::ServerReflectionResponse>*
 ReflectionService::ServerReflectionInfo(grpc::CallbackServerContext* call) {
   (void)call;
-  return new ReflectionReactor(*this);
+  return HandedToGrpc(new ReflectionReactor(*this));
 }
 
 }  // namespace linserve::server

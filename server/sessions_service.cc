@@ -23,6 +23,7 @@
 #include "engine/state_format.h"
 #include "server/grpc_status.h"
 #include "server/request_conversion.h"
+#include "server/tsan_annotations.h"
 
 namespace linserve::server {
 namespace {
@@ -72,7 +73,7 @@ void LeaseToProto(const ServiceContext& context, const SessionLease& lease,
 }
 
 // ForkSession: one store.ForkAsync.
-class ForkReactor final : public grpc::ServerUnaryReactor {
+class ForkReactor final : public GrpcOrderedReactor<grpc::ServerUnaryReactor> {
  public:
   ForkReactor(const ServiceContext& context, grpc::CallbackServerContext* call,
               const v1::ForkSessionRequest& request, v1::SessionInfo* response)
@@ -89,6 +90,7 @@ class ForkReactor final : public grpc::ServerUnaryReactor {
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     // Orders the deletion after the continuation's last use of the reactor
     // (it may run on the store's I/O thread).
@@ -123,7 +125,8 @@ class ForkReactor final : public grpc::ServerUnaryReactor {
 
 // ExportSession: the state's bytes in chunks, one write in flight.
 class ExportReactor final
-    : public grpc::ServerWriteReactor<v1::ExportSessionChunk> {
+    : public GrpcOrderedReactor<
+          grpc::ServerWriteReactor<v1::ExportSessionChunk>> {
  public:
   ExportReactor(const ServiceContext& context,
                 grpc::CallbackServerContext* call, const std::string& id)
@@ -139,6 +142,7 @@ class ExportReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    AcquireGrpcOrder();
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                           "the client stopped reading the export"));
@@ -148,6 +152,7 @@ class ExportReactor final
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     // Orders the deletion after the continuation's last use of the reactor
     // (it may run on the store's I/O thread).
@@ -209,7 +214,8 @@ class ExportReactor final
 // ImportSession: gathers the chunks (at most the model's state size), then
 // one store.Import.
 class ImportReactor final
-    : public grpc::ServerReadReactor<v1::ImportSessionRequest> {
+    : public GrpcOrderedReactor<
+          grpc::ServerReadReactor<v1::ImportSessionRequest>> {
  public:
   ImportReactor(const ServiceContext& context,
                 grpc::CallbackServerContext* call, v1::SessionInfo* response)
@@ -228,6 +234,7 @@ class ImportReactor final
   }
 
   void OnReadDone(bool ok) override {
+    AcquireGrpcOrder();
     if (!ok) {
       if (call_->IsCancelled()) {
         Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
@@ -250,6 +257,7 @@ class ImportReactor final
   }
 
   void OnDone() override {
+    AcquireGrpcOrder();
     if (registered_) context_.calls->End(call_);
     delete this;
   }
@@ -353,19 +361,20 @@ grpc::ServerUnaryReactor* SessionsService::ListSessions(
 grpc::ServerUnaryReactor* SessionsService::ForkSession(
     grpc::CallbackServerContext* call, const v1::ForkSessionRequest* request,
     v1::SessionInfo* response) {
-  return new ForkReactor(*context_, call, *request, response);
+  return HandedToGrpc(new ForkReactor(*context_, call, *request, response));
 }
 
 grpc::ServerWriteReactor<v1::ExportSessionChunk>*
 SessionsService::ExportSession(grpc::CallbackServerContext* call,
                                const v1::ExportSessionRequest* request) {
-  return new ExportReactor(*context_, call, request->session_id());
+  return HandedToGrpc(
+      new ExportReactor(*context_, call, request->session_id()));
 }
 
 grpc::ServerReadReactor<v1::ImportSessionRequest>*
 SessionsService::ImportSession(grpc::CallbackServerContext* call,
                                v1::SessionInfo* response) {
-  return new ImportReactor(*context_, call, response);
+  return HandedToGrpc(new ImportReactor(*context_, call, response));
 }
 
 grpc::ServerUnaryReactor* SessionsService::DeleteSession(

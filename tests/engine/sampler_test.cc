@@ -555,7 +555,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a stop string spanning pieces is found; the text before it is "
+    "a stop string spanning pieces is found, the text before it is "
     "emitted, the text that might start it is held back",
     "[sampler]") {
   StopStringMatcher m({"</s>", "\n\nUser:"});

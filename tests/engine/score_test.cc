@@ -125,7 +125,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Score of fewer than two tokens has no logprobs and a NaN perplexity; a "
+    "Score of fewer than two tokens has no logprobs and a NaN perplexity, a "
     "bad id anywhere leaves the session unchanged",
     "[engine][score]") {
   ModelOptions options;

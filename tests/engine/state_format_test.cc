@@ -250,7 +250,7 @@ TEST_CASE(
 
 TEST_CASE(
     "a fork exports the same bytes as its source and then evolves "
-    "independently; a reset session exports as a fresh one",
+    "independently, a reset session exports as a fresh one",
     "[state_format]") {
   auto model = LoadFixture("gated_deltanet");
   const std::vector<int32_t> tokens = GoldenTokens("gated_deltanet");

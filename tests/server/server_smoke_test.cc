@@ -144,7 +144,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a greedy Generate streams its tokens and ends with a result; the "
+    "a greedy Generate streams its tokens and ends with a result, the "
     "same request gives the same tokens") {
   auto server = StartDefaultServer();
   v1::Inference::Stub stub(Connect(*server));
@@ -212,7 +212,7 @@ TEST_CASE(
 
 TEST_CASE(
     "unknown sessions are NOT_FOUND and bad requests INVALID_ARGUMENT "
-    "naming the problem; the server keeps serving") {
+    "naming the problem, the server keeps serving") {
   auto server = StartDefaultServer();
   auto channel = Connect(*server);
   v1::Inference::Stub inference(channel);
@@ -436,7 +436,7 @@ TEST_CASE(
 
 TEST_CASE(
     "a ChatTurn sent while a reply streams ends the chat with "
-    "FAILED_PRECONDITION; earlier turns stay in the session") {
+    "FAILED_PRECONDITION, earlier turns stay in the session") {
   auto server = StartDefaultServer();
   auto channel = Connect(*server);
   v1::Inference::Stub inference(channel);
