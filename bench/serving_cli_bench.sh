@@ -42,8 +42,15 @@ done
 bench() {  # name, then linserve-cli bench flags
   local name=$1
   shift
-  "${CLI}" bench --address "${ADDRESS}" --json --seed 1 \
-    --duration "${SECONDS_PER_RUN}" "$@" >"${WORK}/${name}.json"
+  if ! "${CLI}" bench --address "${ADDRESS}" --json --seed 1 \
+    --duration "${SECONDS_PER_RUN}" "$@" >"${WORK}/${name}.json" \
+    2>"${WORK}/${name}.err"; then
+    echo "linserve-cli bench ($name: $*) failed:" >&2
+    cat "${WORK}/${name}.err" "${WORK}/${name}.json" >&2
+    echo "server log (last lines):" >&2
+    tail -n 20 "${WORK}/server.log" >&2
+    exit 1
+  fi
 }
 
 echo "linserve-cli bench against ${ADDRESS}, model ${MODEL}, ${SECONDS_PER_RUN} s per run"
