@@ -91,6 +91,8 @@ class GatedDeltaNetMixer : public TokenMixer {
     mixer::CopyColumns(p, total, col_b, R, HV, beta);
     kernels::Sigmoid(beta, R * HV, beta);
     if (c_.allow_neg_eigval) kernels::Scale(beta, R * HV, 2.0f, beta);
+    // g = -exp(A_log) * softplus(a + dt_bias), HV values per row: too few
+    // to be worth more than one thread.
     for (int64_t r = 0; r < R; ++r) {
       for (int j = 0; j < HV; ++j) {
         gdec[r * HV + j] = p[r * total + col_a + j] + dt_bias_[j];

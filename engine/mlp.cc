@@ -3,6 +3,7 @@
 
 #include "common/status_macros.h"
 #include "kernels/elementwise.h"
+#include "kernels/parallel_for.h"
 
 namespace linserve::engine {
 
@@ -20,10 +21,14 @@ void Mlp::Forward(const float* x, int64_t rows, Workspace& ws, float* out) {
   float* gate_up = ws.Get(0, rows * 2 * inter);
   float* act = ws.Get(1, rows * inter);
   gate_up_->Forward(x, rows, gate_up);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* g = gate_up + r * 2 * inter;
-    kernels::SwiGlu(g, g + inter, inter, act + r * inter);
-  }
+  kernels::ParallelForRows(rows, 2 * inter, kernels::kElementwiseGrain,
+                           [&](int64_t begin, int64_t end) {
+                             for (int64_t r = begin; r < end; ++r) {
+                               const float* g = gate_up + r * 2 * inter;
+                               kernels::SwiGlu(g, g + inter, inter,
+                                               act + r * inter);
+                             }
+                           });
   down_->Forward(act, rows, out);
 }
 

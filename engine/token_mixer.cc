@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/elementwise.h"
+#include "kernels/parallel_for.h"
 #include "kernels/rotary.h"
 
 namespace linserve::engine {
@@ -84,23 +85,30 @@ void Core(const MixerBatch& batch, const kernels::AttentionSpec& spec,
 
 void CopyColumns(const float* src, int64_t src_stride, int64_t col,
                  int64_t rows, int64_t cols, float* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(dst + r * cols, src + r * src_stride + col,
-                cols * sizeof(float));
-  }
+  kernels::ParallelForRows(
+      rows, cols, kernels::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          std::memcpy(dst + r * cols, src + r * src_stride + col,
+                      cols * sizeof(float));
+        }
+      });
 }
 
 void RepeatHeads(const float* src, int64_t rows, int heads, int dim, int groups,
                  float* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int h = 0; h < heads; ++h) {
-      const float* s = src + (r * heads + h) * dim;
-      for (int g = 0; g < groups; ++g) {
-        std::memcpy(dst + ((r * heads + h) * groups + g) * dim, s,
-                    dim * sizeof(float));
-      }
-    }
-  }
+  kernels::ParallelForRows(
+      rows, int64_t{heads} * groups * dim, kernels::kElementwiseGrain,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          for (int h = 0; h < heads; ++h) {
+            const float* s = src + (r * heads + h) * dim;
+            for (int g = 0; g < groups; ++g) {
+              std::memcpy(dst + ((r * heads + h) * groups + g) * dim, s,
+                          dim * sizeof(float));
+            }
+          }
+        }
+      });
 }
 
 void QkFeatureActivate(QkFeatureActivation act, float* x, int64_t n) {

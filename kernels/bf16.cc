@@ -7,6 +7,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/internal/elementwise_bodies.h"
+#include "kernels/parallel_for.h"
 
 namespace linserve::kernels {
 
@@ -52,31 +53,54 @@ void ConvertHalfToFloat(const uint16_t* x, int64_t n, float* y) {
 
 }  // namespace portable
 
-void ConvertFloatToBf16(const float* x, int64_t n, bf16_t* y) {
+namespace {
+
+// Block boundaries of a parallel split: a multiple of the vector width.
+constexpr int64_t kAlign = 64;
+
+bool UseAvx512() {
 #if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::ConvertFloatToBf16(x, n, y);
-  }
+  return ActiveKernelIsa() == KernelIsa::kAvx512;
+#else
+  return false;
 #endif
-  return portable::ConvertFloatToBf16(x, n, y);
+}
+
+// Runs the ISA's body of a conversion on blocks of [0, n) over the team.
+template <typename From, typename To>
+void Convert(void (*portable_body)(const From*, int64_t, To*),
+             void (*avx512_body)(const From*, int64_t, To*), const From* x,
+             int64_t n, To* y) {
+  auto* body =
+      avx512_body != nullptr && UseAvx512() ? avx512_body : portable_body;
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t begin, int64_t end) {
+    body(x + begin, end - begin, y + begin);
+  });
+}
+
+#if LINSERVE_HAVE_AVX512_BODIES
+#define LINSERVE_AVX512_BODY(name) avx512::name
+#else
+#define LINSERVE_AVX512_BODY(name) nullptr
+#endif
+
+}  // namespace
+
+void ConvertFloatToBf16(const float* x, int64_t n, bf16_t* y) {
+  Convert<float, bf16_t>(portable::ConvertFloatToBf16,
+                         LINSERVE_AVX512_BODY(ConvertFloatToBf16), x, n, y);
 }
 
 void ConvertBf16ToFloat(const bf16_t* x, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::ConvertBf16ToFloat(x, n, y);
-  }
-#endif
-  return portable::ConvertBf16ToFloat(x, n, y);
+  Convert<bf16_t, float>(portable::ConvertBf16ToFloat,
+                         LINSERVE_AVX512_BODY(ConvertBf16ToFloat), x, n, y);
 }
 
 void ConvertHalfToFloat(const uint16_t* x, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::ConvertHalfToFloat(x, n, y);
-  }
-#endif
-  return portable::ConvertHalfToFloat(x, n, y);
+  Convert<uint16_t, float>(portable::ConvertHalfToFloat,
+                           LINSERVE_AVX512_BODY(ConvertHalfToFloat), x, n, y);
 }
+
+#undef LINSERVE_AVX512_BODY
 
 }  // namespace linserve::kernels

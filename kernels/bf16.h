@@ -29,7 +29,8 @@ inline bf16_t FloatToBf16(float f) {
   return static_cast<bf16_t>((bits + rounding_bias) >> 16);
 }
 
-// Bulk conversions (AVX-512 bodies where available).
+// Bulk conversions (AVX-512 bodies where available; large ones run on the
+// OpenMP team, kernels/parallel_for.h).
 void ConvertFloatToBf16(const float* x, int64_t n, bf16_t* y);
 void ConvertBf16ToFloat(const bf16_t* x, int64_t n, float* y);
 

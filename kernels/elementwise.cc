@@ -7,6 +7,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/internal/elementwise_bodies.h"
+#include "kernels/parallel_for.h"
 
 namespace linserve::kernels {
 
@@ -134,114 +135,108 @@ void Add(const float* a, const float* b, int64_t n, float* y) {
 
 }  // namespace portable
 
+namespace {
+
+// Block boundaries of a parallel split fall on multiples of this many
+// elements (four AVX-512 vectors), so that no element moves between a
+// vectorised loop and its tail (kernels/parallel_for.h).
+constexpr int64_t kAlign = 64;
+
+bool UseAvx512() {
+#if LINSERVE_HAVE_AVX512_BODIES
+  return ActiveKernelIsa() == KernelIsa::kAvx512;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+#if LINSERVE_HAVE_AVX512_BODIES
+#define LINSERVE_ELEMENTWISE_BODY(name, ...) \
+  (UseAvx512() ? avx512::name(__VA_ARGS__) : portable::name(__VA_ARGS__))
+#else
+#define LINSERVE_ELEMENTWISE_BODY(name, ...) portable::name(__VA_ARGS__)
+#endif
+
 void RmsNorm(const float* x, const float* weight, int64_t rows, int dim,
              float eps, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::RmsNorm(x, weight, rows, dim, eps, y);
-  }
-#endif
-  return portable::RmsNorm(x, weight, rows, dim, eps, y);
+  ParallelForRows(rows, dim, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(RmsNorm, x + b * dim, weight, e - b, dim, eps,
+                              y + b * dim);
+  });
 }
 
 void GatedRmsNorm(const float* x, const float* gate, const float* weight,
                   int64_t rows, int dim, float eps, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::GatedRmsNorm(x, gate, weight, rows, dim, eps, y);
-  }
-#endif
-  return portable::GatedRmsNorm(x, gate, weight, rows, dim, eps, y);
+  ParallelForRows(rows, dim, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(GatedRmsNorm, x + b * dim, gate + b * dim, weight,
+                              e - b, dim, eps, y + b * dim);
+  });
 }
 
 void Silu(const float* x, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::Silu(x, n, y);
-  }
-#endif
-  return portable::Silu(x, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(Silu, x + b, e - b, y + b);
+  });
 }
 
 void SwiGlu(const float* gate, const float* up, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::SwiGlu(gate, up, n, y);
-  }
-#endif
-  return portable::SwiGlu(gate, up, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(SwiGlu, gate + b, up + b, e - b, y + b);
+  });
 }
 
 void Sigmoid(const float* x, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::Sigmoid(x, n, y);
-  }
-#endif
-  return portable::Sigmoid(x, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(Sigmoid, x + b, e - b, y + b);
+  });
 }
 
 void Softplus(const float* x, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::Softplus(x, n, y);
-  }
-#endif
-  return portable::Softplus(x, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(Softplus, x + b, e - b, y + b);
+  });
 }
 
 void LogSigmoid(const float* x, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::LogSigmoid(x, n, y);
-  }
-#endif
-  return portable::LogSigmoid(x, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(LogSigmoid, x + b, e - b, y + b);
+  });
 }
 
 void L2Normalize(const float* x, int64_t rows, int dim, float eps, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::L2Normalize(x, rows, dim, eps, y);
-  }
-#endif
-  return portable::L2Normalize(x, rows, dim, eps, y);
+  ParallelForRows(rows, dim, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(L2Normalize, x + b * dim, e - b, dim, eps,
+                              y + b * dim);
+  });
 }
 
 void SumNormalize(const float* x, int64_t rows, int dim, float eps, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::SumNormalize(x, rows, dim, eps, y);
-  }
-#endif
-  return portable::SumNormalize(x, rows, dim, eps, y);
+  ParallelForRows(rows, dim, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(SumNormalize, x + b * dim, e - b, dim, eps,
+                              y + b * dim);
+  });
 }
 
 void Scale(const float* x, int64_t n, float scale, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::Scale(x, n, scale, y);
-  }
-#endif
-  return portable::Scale(x, n, scale, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t b, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(Scale, x + b, e - b, scale, y + b);
+  });
 }
 
 void Multiply(const float* a, const float* b, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::Multiply(a, b, n, y);
-  }
-#endif
-  return portable::Multiply(a, b, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t i, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(Multiply, a + i, b + i, e - i, y + i);
+  });
 }
 
 void Add(const float* a, const float* b, int64_t n, float* y) {
-#if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512) {
-    return avx512::Add(a, b, n, y);
-  }
-#endif
-  return portable::Add(a, b, n, y);
+  ParallelFor(n, kElementwiseGrain, kAlign, [&](int64_t i, int64_t e) {
+    LINSERVE_ELEMENTWISE_BODY(Add, a + i, b + i, e - i, y + i);
+  });
 }
+
+#undef LINSERVE_ELEMENTWISE_BODY
 
 }  // namespace linserve::kernels

@@ -5,7 +5,8 @@
 // float rounding (tests/kernels/elementwise_test.cc states the tolerances).
 // Rows are contiguous: row r of a [rows, dim] array starts at r * dim. Unless
 // noted, the output may alias the input (in-place use is allowed). Thread-safe:
-// no state, no allocation.
+// no state, no allocation. Large calls run on the OpenMP team
+// (kernels/parallel_for.h), bitwise the same as on one thread.
 //
 //   RmsNorm(hidden, norm_weight, num_tokens, hidden_size, 1e-6f, normed);
 //   SwiGlu(gate, up, num_tokens * intermediate_size, mlp_hidden);

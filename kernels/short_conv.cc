@@ -8,6 +8,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/internal/elementwise_bodies.h"
+#include "kernels/parallel_for.h"
 
 namespace linserve::kernels {
 
@@ -66,14 +67,15 @@ class TransposedWeights {
 }  // namespace
 
 void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, const float* weight, int width,
-                     ConvActivation activation, float* cache, float* y) {
+                     int channels, int channel_begin, int channel_end,
+                     const float* weight, int width, ConvActivation activation,
+                     float* cache, float* y) {
   if (tokens <= 0) return;
   TransposedWeights scratch(width);
   float* wt = scratch.data();
   float acc[kTile];
-  for (int c0 = 0; c0 < channels; c0 += kTile) {
-    const int nc = std::min(kTile, channels - c0);
+  for (int c0 = channel_begin; c0 < channel_end; c0 += kTile) {
+    const int nc = std::min(kTile, channel_end - c0);
     TransposeTile(weight, width, c0, nc, wt);
     // Input at time s (relative to this call): x row s, or cache slot
     // width + s for s < 0.
@@ -98,14 +100,15 @@ void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
 }
 
 void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, const float* weight, int width,
+                         int channels, int channel_begin, int channel_end,
+                         const float* weight, int width,
                          ConvActivation activation, float* const* caches,
                          float* y) {
   TransposedWeights scratch(width);
   float* wt = scratch.data();
   float acc[kTile];
-  for (int c0 = 0; c0 < channels; c0 += kTile) {
-    const int nc = std::min(kTile, channels - c0);
+  for (int c0 = channel_begin; c0 < channel_end; c0 += kTile) {
+    const int nc = std::min(kTile, channel_end - c0);
     TransposeTile(weight, width, c0, nc, wt);
     for (int b = 0; b < batch; ++b) {
       float* cache_c = caches[b] + c0;
@@ -125,33 +128,69 @@ void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
 
 }  // namespace portable
 
+namespace {
+
+// Channel blocks of a parallel split start on a multiple of one AVX-512
+// vector; each channel's sum is the same whatever block it falls in.
+constexpr int64_t kChannelAlign = 16;
+
+bool UseAvx512Body(int width) {
+#if LINSERVE_HAVE_AVX512_BODIES
+  return ActiveKernelIsa() == KernelIsa::kAvx512 &&
+         width <= avx512::kMaxConvWidth;
+#else
+  (void)width;
+  return false;
+#endif
+}
+
+}  // namespace
+
 void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
                      int channels, const float* weight, int width,
                      ConvActivation activation, float* cache, float* y) {
+  if (tokens <= 0) return;
+  const bool use_avx512 = UseAvx512Body(width);
+  (void)use_avx512;  // Unused in builds without AVX-512 bodies.
+  // Channels are independent (each has its own cache column): split them.
+  ParallelFor(channels, std::max<int64_t>(1, kElementwiseGrain / tokens),
+              kChannelAlign, [&](int64_t begin, int64_t end) {
+                const int b = static_cast<int>(begin);
+                const int e = static_cast<int>(end);
 #if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512 &&
-      width <= avx512::kMaxConvWidth) {
-    return avx512::CausalShortConv(x, x_stride, tokens, channels, weight, width,
-                                   activation, cache, y);
-  }
+                if (use_avx512) {
+                  return avx512::CausalShortConv(x, x_stride, tokens, channels,
+                                                 b, e, weight, width,
+                                                 activation, cache, y);
+                }
 #endif
-  return portable::CausalShortConv(x, x_stride, tokens, channels, weight, width,
-                                   activation, cache, y);
+                portable::CausalShortConv(x, x_stride, tokens, channels, b, e,
+                                          weight, width, activation, cache, y);
+              });
 }
 
 void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
                          int channels, const float* weight, int width,
                          ConvActivation activation, float* const* caches,
                          float* y) {
+  if (batch <= 0) return;
+  const bool use_avx512 = UseAvx512Body(width);
+  (void)use_avx512;  // Unused in builds without AVX-512 bodies.
+  ParallelFor(channels, std::max<int64_t>(1, kElementwiseGrain / batch),
+              kChannelAlign, [&](int64_t begin, int64_t end) {
+                const int b = static_cast<int>(begin);
+                const int e = static_cast<int>(end);
 #if LINSERVE_HAVE_AVX512_BODIES
-  if (ActiveKernelIsa() == KernelIsa::kAvx512 &&
-      width <= avx512::kMaxConvWidth) {
-    return avx512::CausalShortConvStep(x, x_stride, batch, channels, weight,
-                                       width, activation, caches, y);
-  }
+                if (use_avx512) {
+                  return avx512::CausalShortConvStep(
+                      x, x_stride, batch, channels, b, e, weight, width,
+                      activation, caches, y);
+                }
 #endif
-  return portable::CausalShortConvStep(x, x_stride, batch, channels, weight,
-                                       width, activation, caches, y);
+                portable::CausalShortConvStep(x, x_stride, batch, channels, b,
+                                              e, weight, width, activation,
+                                              caches, y);
+              });
 }
 
 }  // namespace linserve::kernels

@@ -70,14 +70,15 @@ __m512 Taps(const float* wt, const float* const* src, int width, int c,
 }  // namespace
 
 void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, const float* weight, int width,
-                     ConvActivation activation, float* cache, float* y) {
+                     int channels, int channel_begin, int channel_end,
+                     const float* weight, int width, ConvActivation activation,
+                     float* cache, float* y) {
   if (tokens <= 0) return;
   float wt[kMaxConvWidth * kTileChannels];
   const float* src[kMaxConvWidth];
-  for (int c0 = 0; c0 < channels; c0 += kTileChannels) {
+  for (int c0 = channel_begin; c0 < channel_end; c0 += kTileChannels) {
     const int nc =
-        channels - c0 < kTileChannels ? channels - c0 : kTileChannels;
+        channel_end - c0 < kTileChannels ? channel_end - c0 : kTileChannels;
     TransposeWeights(weight, width, c0, nc, wt);
     for (int64_t t = 0; t < tokens; ++t) {
       // Input at time s (relative to this call): x row s, or cache slot
@@ -110,14 +111,15 @@ void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
 }
 
 void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, const float* weight, int width,
+                         int channels, int channel_begin, int channel_end,
+                         const float* weight, int width,
                          ConvActivation activation, float* const* caches,
                          float* y) {
   float wt[kMaxConvWidth * kTileChannels];
   const float* src[kMaxConvWidth];
-  for (int c0 = 0; c0 < channels; c0 += kTileChannels) {
+  for (int c0 = channel_begin; c0 < channel_end; c0 += kTileChannels) {
     const int nc =
-        channels - c0 < kTileChannels ? channels - c0 : kTileChannels;
+        channel_end - c0 < kTileChannels ? channel_end - c0 : kTileChannels;
     TransposeWeights(weight, width, c0, nc, wt);
     for (int b = 0; b < batch; ++b) {
       float* cache_b = caches[b] + c0;

@@ -41,11 +41,15 @@ void PerformerFeatures(const float* x, const float* projected, int64_t rows,
                        PerformerStabilizer stabilizer, float constant,
                        float eps, float* phi);
 
+// The conv bodies work on the channels [channel_begin, channel_end) of the
+// `channels` in a row (the dispatcher splits channels over threads).
 void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, const float* weight, int width,
-                     ConvActivation activation, float* cache, float* y);
+                     int channels, int channel_begin, int channel_end,
+                     const float* weight, int width, ConvActivation activation,
+                     float* cache, float* y);
 void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, const float* weight, int width,
+                         int channels, int channel_begin, int channel_end,
+                         const float* weight, int width,
                          ConvActivation activation, float* const* caches,
                          float* y);
 
@@ -87,11 +91,15 @@ void PerformerFeatures(const float* x, const float* projected, int64_t rows,
 // take widths up to kMaxConvWidth; the dispatcher sends wider convs to the
 // portable body.
 inline constexpr int kMaxConvWidth = 16;
+// The conv bodies work on the channels [channel_begin, channel_end) of the
+// `channels` in a row (the dispatcher splits channels over threads).
 void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, const float* weight, int width,
-                     ConvActivation activation, float* cache, float* y);
+                     int channels, int channel_begin, int channel_end,
+                     const float* weight, int width, ConvActivation activation,
+                     float* cache, float* y);
 void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, const float* weight, int width,
+                         int channels, int channel_begin, int channel_end,
+                         const float* weight, int width,
                          ConvActivation activation, float* const* caches,
                          float* y);
 
