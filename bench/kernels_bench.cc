@@ -179,7 +179,8 @@ void BenchDenseCold(bool quick) {
       layers, out, in, total_bytes / (1 << 20));
   const double bandwidth = ReadBandwidth(static_cast<int64_t>(total_bytes));
   std::printf("  read bandwidth of that size %.1f GB/s\n", bandwidth / 1e9);
-  std::printf("  %-5s %12s %9s  %s\n", "M", "weight GB/s", "of read", "kernel");
+  std::printf("  %-5s %12s %9s %10s  %s\n", "M", "weight GB/s", "of read",
+              "GFLOP/s", "kernel");
   const auto w = Random(int64_t{out} * in, 7);
   for (bool small_m_kernel : {true, false}) {
     using SmallMKernel = DenseLayerOptions::SmallMKernel;
@@ -195,14 +196,17 @@ void BenchDenseCold(bool quick) {
       if (!layer.ok() || (*layer)->compute_type() != DType::kBfloat16) return;
       stack.push_back(*std::move(layer));
     }
-    for (int64_t m : {1, 2}) {
+    // M = 64: a batched decode step, where each weight byte serves 64 rows
+    // and the GEMMs should run near the compute peak, not the bandwidth.
+    for (int64_t m : {1, 2, 8, 64}) {
       const auto x = Random(m * in, 8);
       std::vector<float> y(m * out);
       const double s = TimeIt([&] {
         for (auto& layer : stack) layer->Forward(x.data(), m, y.data());
       });
-      std::printf("  %-5lld %12.1f %8.1f%%  %s\n", static_cast<long long>(m),
-                  total_bytes / s / 1e9, 100 * total_bytes / s / bandwidth,
+      std::printf("  %-5lld %12.1f %8.1f%% %10.1f  %s\n",
+                  static_cast<long long>(m), total_bytes / s / 1e9,
+                  100 * total_bytes / s / bandwidth, total_bytes * m / s / 1e9,
                   stack.front()->KernelName(m).c_str());
     }
   }

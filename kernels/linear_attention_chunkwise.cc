@@ -118,7 +118,61 @@ constexpr int64_t kAlignFloats = 16;
 // (and the delta rules' (I + L)^-1) outweighs the columns' work.
 constexpr int kMinValueSlice = 64;
 
+// Multiply-adds of one chunk of one work item: `fixed` is what every slice
+// of a head repeats (Q K^T; the delta rules' K K^T and (I + L)^-1; GLA's
+// decayed Q~ and K~, whose exponentials count about ten multiply-adds each),
+// `per_column` what grows with the slice's width (Q S, P V, the state update;
+// the delta rules' K S and A R).
+struct ChunkCost {
+  double fixed;
+  double per_column;
+};
+
+ChunkCost CostOfChunk(UpdateRule rule, int key_dim, int chunk) {
+  const double c = chunk, k = key_dim;
+  switch (rule) {
+    case UpdateRule::kAdditive:
+    case UpdateRule::kFixedDecay:
+      return {c * c * k / 2, 2 * c * k + c * c / 2};
+    case UpdateRule::kVectorDecay:
+      return {c * c * k / 2 + 10 * k * c * c / 32, 2 * c * k + c * c / 2};
+    case UpdateRule::kDelta:
+    case UpdateRule::kGatedDelta:
+      return {c * c * k + c * c * c / 6, 3 * c * k + c * c};
+  }
+  return {0, 1};
+}
+
 }  // namespace
+
+namespace internal {
+
+ValueSplit ChooseValueSplit(UpdateRule rule, int num_heads, int key_dim,
+                            int value_dim, int chunk, int threads) {
+  ValueSplit best{1, value_dim};
+  if (threads <= 1 || num_heads <= 0 || value_dim <= 0) return best;
+  const ChunkCost cost = CostOfChunk(rule, key_dim, chunk);
+  double best_time = -1;
+  const int max_slices = std::max(1, value_dim / kMinValueSlice);
+  for (int wanted = 1; wanted <= max_slices; ++wanted) {
+    // Widths stay multiples of 16 (whole vectors); the last slice takes the
+    // rest.
+    const int width =
+        std::min(value_dim, ((value_dim + wanted - 1) / wanted + 15) / 16 * 16);
+    const int slices = (value_dim + width - 1) / width;
+    const int64_t items = int64_t{num_heads} * slices;
+    const int64_t rounds = (items + threads - 1) / threads;
+    const double time =
+        static_cast<double>(rounds) * (cost.fixed + cost.per_column * width);
+    if (best_time < 0 || time < best_time) {
+      best_time = time;
+      best = {slices, width};
+    }
+  }
+  return best;
+}
+
+}  // namespace internal
 
 void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
                       const AttentionInputs& in, AttentionState state,
@@ -157,16 +211,17 @@ void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
   const int64_t work = num_tokens * H * K * V;
   const bool parallel = work >= kMinParallelWork;
   const int threads = omp_get_max_threads();
-  // Fewer heads than threads: split each head's value columns into slices
-  // of at least kMinValueSlice so that every thread has an item.
-  int slices = 1;
-  if (parallel && !p.normalize && H < threads) {
-    slices = std::max(1, std::min((threads + H - 1) / H, V / kMinValueSlice));
+  // Heads that do not share out evenly over the threads (fewer heads than
+  // threads, or 6 heads on 16): split each head's value columns into slices
+  // where that shortens the slowest thread's work (internal::
+  // ChooseValueSplit). Never with the normaliser (z is one per head).
+  internal::ValueSplit split{1, V};
+  if (parallel && !p.normalize) {
+    split =
+        internal::ChooseValueSplit(spec.rule, H, K, V, p.chunk_size, threads);
   }
-  p.value_slice_width =
-      static_cast<int>((V + slices - 1) / slices + 15) / 16 * 16;
-  p.value_slice_width = std::min(p.value_slice_width, V);
-  p.value_slices = (V + p.value_slice_width - 1) / p.value_slice_width;
+  p.value_slices = split.slices;
+  p.value_slice_width = split.width;
   p.num_threads =
       parallel ? std::max(1, std::min(threads, H * p.value_slices)) : 1;
   p.scratch_floats_per_thread =

@@ -49,6 +49,23 @@ struct ChunkwiseProblem {
   int num_threads;
 };
 
+// How ChunkwiseForward cuts each head's value columns into slices that
+// threads work on independently: `slices` slices of `width` columns (a
+// multiple of 16 unless it is all of them; the last slice may be narrower).
+struct ValueSplit {
+  int slices;
+  int width;
+};
+
+// The split that minimises the slowest thread's share of one chunk's
+// multiply-adds: items (head, slice) go out in rounds of `threads`, and every
+// slice repeats its head's Gram matrices (and the delta rules' triangular
+// solve), so more slices balance the threads better but cost more in all.
+// Slices are at least kMinValueSlice (64) columns wide; one slice when
+// threads <= 1.
+ValueSplit ChooseValueSplit(UpdateRule rule, int num_heads, int key_dim,
+                            int value_dim, int chunk, int threads);
+
 // Floats of scratch one thread needs for one head's chunk loop.
 int64_t ChunkwiseScratchFloats(int key_dim, int value_dim, int chunk_size);
 

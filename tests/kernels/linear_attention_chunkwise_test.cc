@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/internal/linear_attention_chunkwise.h"
 #include "kernels/linear_attention.h"
 #include "kernels/reference/linear_attention_reference.h"
 #include "tests/kernels/linear_attention_test_problem.h"
@@ -152,12 +153,52 @@ TEST_CASE("ChunkwiseForward equals the token-by-token reference for every rule",
 }
 
 TEST_CASE(
+    "ChooseValueSplit balances heads over threads against the work each "
+    "slice repeats",
+    "[linear_attention][chunkwise]") {
+  using internal::ChooseValueSplit;
+  using internal::ValueSplit;
+  auto same = [](ValueSplit a, ValueSplit b) {
+    return a.slices == b.slices && a.width == b.width;
+  };
+  // One thread, or as many heads as threads: nothing to balance.
+  CHECK(same(ChooseValueSplit(UpdateRule::kGatedDelta, 6, 256, 512, 64, 1),
+             {1, 512}));
+  CHECK(same(ChooseValueSplit(UpdateRule::kGatedDelta, 16, 128, 128, 64, 16),
+             {1, 128}));
+  // 2 threads, 4 heads: splitting only repeats work.
+  CHECK(same(ChooseValueSplit(UpdateRule::kGatedDelta, 4, 64, 128, 64, 2),
+             {1, 128}));
+  // gla-340m on 16 threads: 4 heads x 4 slices of 64, one round.
+  CHECK(same(ChooseValueSplit(UpdateRule::kVectorDecay, 4, 128, 256, 64, 16),
+             {4, 64}));
+  // gdn-340m on 16 threads: 6 heads do not share out over 16 threads; 3
+  // slices each (18 items, two rounds of 176 columns) cost more than 8
+  // slices of 64 (48 items, three rounds of 64 columns).
+  CHECK(same(ChooseValueSplit(UpdateRule::kGatedDelta, 6, 256, 512, 64, 16),
+             {8, 64}));
+  // Never narrower than 64 columns, widths a multiple of 16.
+  for (int v : {64, 100, 130, 200, 256, 1000}) {
+    for (int threads : {2, 3, 8, 16, 64}) {
+      const ValueSplit s =
+          ChooseValueSplit(UpdateRule::kAdditive, 1, 64, v, 64, threads);
+      CAPTURE(v, threads, s.slices, s.width);
+      CHECK(s.slices >= 1);
+      CHECK((s.width == v || (s.width % 16 == 0 && s.width >= 64)));
+      CHECK(s.width * (s.slices - 1) < v);
+      CHECK(s.width * s.slices >= v);
+    }
+  }
+}
+
+TEST_CASE(
     "with more threads than heads, ChunkwiseForward splits each head's value "
     "columns over threads and still equals the reference for every rule",
     "[linear_attention][chunkwise]") {
-  // 8 threads whatever the machine: 2 heads of V = 200 become 3 slices of
-  // 80, 80 and 40 columns, 1 head of 256 four of 64, 3 heads of 130 two of
-  // 80 and 50 (the normalised rule is never split).
+  // 8 threads whatever the machine: ChooseValueSplit makes 2 heads of
+  // V = 200 into 3 slices of 80, 80 and 40 columns, 1 head of 256 four of
+  // 64, 3 heads of 130 two of 80 and 50, for every rule (the normalised rule
+  // is never split).
   struct ScopedThreads {
     int previous = omp_get_max_threads();
     ScopedThreads() { omp_set_num_threads(8); }
