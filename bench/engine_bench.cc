@@ -16,9 +16,12 @@
 //   memory   VmRSS of the process with one session after 1k tokens and
 //            after --rss-tokens tokens (default 1M), prefilled in pieces
 //
-// Usage: engine_bench --model DIR [--dtype bf16|f32] [--quick]
+// Usage: engine_bench --model DIR [--dtype bf16|f32] [--quick] [--profile]
 //          [--rss-tokens N] [--prefill-piece N] [--prefill-tokens 512,4096]
 //          [--batches 1,8,64] [--json FILE]
+// --profile: after each prefill size and batch, one more run with kernel
+// timing on (kernels/kernel_timing.h), and the share of its wall-clock time
+// spent in the GEMMs, the attention core, the short convs and elsewhere.
 // (an empty --prefill-tokens or --batches list skips that part)
 // --quick: tiny sizes and short timing, for the ctest smoke run.
 #include <omp.h>
@@ -29,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -47,6 +51,7 @@
 #include "engine/model_config.h"
 #include "kernels/cpu_features.h"
 #include "kernels/dtype.h"
+#include "kernels/kernel_timing.h"
 #include "kernels/linear_attention.h"
 #include "nlohmann/json.hpp"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -64,6 +69,7 @@ struct Flags {
   std::string model_dir;
   kernels::DType dtype = kernels::DType::kBfloat16;
   bool quick = false;
+  bool profile = false;
   int64_t rss_tokens = 1000000;
   int64_t prefill_piece = 0;  // 0: the engine's default
   std::vector<int64_t> prefill_tokens = {512, 4096, 65536};
@@ -120,6 +126,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       }
     } else if (arg == "--quick") {
       flags.quick = true;
+    } else if (arg == "--profile") {
+      flags.profile = true;
     } else if (arg == "--rss-tokens") {
       ASSIGN_OR_RETURN(flags.rss_tokens, number());
       rss_set = true;
@@ -246,6 +254,27 @@ double TimePrefill(Model& model, absl::Span<const int32_t> tokens,
   return samples[samples.size() / 2];
 }
 
+// --profile: runs `fn` once more with kernel timing on and prints where its
+// wall-clock time went.
+void PrintProfile(const std::function<void()>& fn) {
+  kernels::ResetKernelTimes();
+  kernels::SetKernelTimingEnabled(true);
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  const double total = Seconds(start);
+  kernels::SetKernelTimingEnabled(false);
+  const kernels::KernelTimes t = kernels::KernelTimesSoFar();
+  double rest = total;
+  std::printf("           profile:");
+  for (int i = 0; i < kernels::kNumKernelKinds; ++i) {
+    const std::string name(
+        kernels::KernelKindName(static_cast<kernels::KernelKind>(i)));
+    std::printf(" %s %.1f%%", name.c_str(), 100 * t.seconds[i] / total);
+    rest -= t.seconds[i];
+  }
+  std::printf(", other %.1f%% (of %.2f ms)\n", 100 * rest / total, total * 1e3);
+}
+
 int Main(int argc, char** argv) {
   absl::StatusOr<Flags> parsed = ParseFlags(argc, argv);
   if (!parsed.ok()) {
@@ -356,6 +385,13 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(t), t / s, s, gemm_flops / s / 1e9,
                 100 * gemm_flops / s / peak, 100 * all_flops / s / peak);
     prefill_fraction_last = gemm_flops / s / peak;
+    if (flags.profile) {
+      PrintProfile([&] {
+        auto session = model.NewSession();
+        Check(model.Prefill(*session, absl::MakeConstSpan(tokens.data(), t),
+                            LogitsMode::kLast, logits.data()));
+      });
+    }
     report["prefill"].push_back({{"tokens", t},
                                  {"tokens_per_s", t / s},
                                  {"gemm_fraction", gemm_flops / s / peak},
@@ -402,6 +438,13 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(b), b / s, s * 1e3, weight_bw / 1e9,
                 100 * weight_bw / read_bw, all_bw / 1e9, 100 * floor_s / s,
                 last_ratio);
+    if (flags.profile) {
+      PrintProfile([&] {
+        for (int i = 0; i < 5; ++i) {
+          Check(model.DecodeStep(pointers, step_tokens, step_logits.data()));
+        }
+      });
+    }
     report["decode"].push_back({{"batch", b},
                                 {"tokens_per_s", b / s},
                                 {"weight_read_fraction", weight_bw / read_bw},

@@ -19,6 +19,7 @@
 #include "kernels/bf16.h"
 #include "kernels/cpu_features.h"
 #include "kernels/internal/packed_bf16_gemm.h"
+#include "kernels/kernel_timing.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace linserve::kernels {
@@ -324,6 +325,7 @@ DenseLayer::DenseLayer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DenseLayer::~DenseLayer() = default;
 
 void DenseLayer::Forward(const float* x, int64_t m, float* y) {
+  const ScopedKernelTimer timer(KernelKind::kGemm);
   absl::MutexLock lock(&impl_->mu);
   if (impl_->small_m && m <= kRowInvariantRows) {
     impl_->RunSmallM(x, m, y);

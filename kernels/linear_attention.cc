@@ -18,6 +18,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/internal/linear_attention_bodies.h"
+#include "kernels/kernel_timing.h"
 
 namespace linserve::kernels {
 
@@ -49,6 +50,7 @@ int64_t AttentionStateBytes(const AttentionSpec& spec) {
 void RecurrentStep(const AttentionSpec& spec, int batch,
                    const AttentionInputs& in, const AttentionState* states,
                    float* out) {
+  const ScopedKernelTimer timer(KernelKind::kAttentionCore);
 #if LINSERVE_HAVE_AVX512_BODIES
   if (ActiveKernelIsa() == KernelIsa::kAvx512) {
     return avx512::RecurrentStep(spec, batch, in, states, out);
@@ -60,6 +62,7 @@ void RecurrentStep(const AttentionSpec& spec, int batch,
 void RecurrentForward(const AttentionSpec& spec, int64_t num_tokens,
                       const AttentionInputs& in, AttentionState state,
                       float* out) {
+  const ScopedKernelTimer timer(KernelKind::kAttentionCore);
 #if LINSERVE_HAVE_AVX512_BODIES
   if (ActiveKernelIsa() == KernelIsa::kAvx512) {
     return avx512::RecurrentForward(spec, num_tokens, in, state, out);

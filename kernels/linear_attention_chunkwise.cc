@@ -14,6 +14,7 @@
 #include "kernels/internal/linear_attention_chunkwise.h"
 #include "kernels/internal/omp_team.h"
 #include "kernels/internal/small_gemm.h"
+#include "kernels/kernel_timing.h"
 #include "kernels/linear_attention.h"
 
 namespace linserve::kernels {
@@ -178,6 +179,7 @@ void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
                       const AttentionInputs& in, AttentionState state,
                       float* out, int chunk_size) {
   if (num_tokens <= 0 || spec.num_heads <= 0) return;
+  const ScopedKernelTimer timer(KernelKind::kAttentionCore);
   const int H = spec.num_heads;
   const int K = spec.key_dim;
   const int V = spec.value_dim;

@@ -69,18 +69,17 @@ __m512 Taps(const float* wt, const float* const* src, int width, int c,
 
 }  // namespace
 
-void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, int channel_begin, int channel_end,
-                     const float* weight, int width, ConvActivation activation,
-                     float* cache, float* y) {
-  if (tokens <= 0) return;
+void CausalShortConv(const float* x, int64_t x_stride, int64_t token_begin,
+                     int64_t token_end, int channels, const float* weight,
+                     int width, ConvActivation activation, const float* cache,
+                     float* y) {
   float wt[kMaxConvWidth * kTileChannels];
   const float* src[kMaxConvWidth];
-  for (int c0 = channel_begin; c0 < channel_end; c0 += kTileChannels) {
+  for (int c0 = 0; c0 < channels; c0 += kTileChannels) {
     const int nc =
-        channel_end - c0 < kTileChannels ? channel_end - c0 : kTileChannels;
+        channels - c0 < kTileChannels ? channels - c0 : kTileChannels;
     TransposeWeights(weight, width, c0, nc, wt);
-    for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t t = token_begin; t < token_end; ++t) {
       // Input at time s (relative to this call): x row s, or cache slot
       // width + s for s < 0.
       for (int j = 0; j < width; ++j) {
@@ -95,33 +94,20 @@ void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
                               Activate(Taps(wt, src, width, c, k), activation));
       }
     }
-    // Slot i takes time tokens - width + i; in increasing i, an old slot is
-    // read (i + tokens > i) before it is overwritten.
-    for (int i = 0; i < width; ++i) {
-      const int64_t s = tokens - width + i;
-      const float* from =
-          s >= 0 ? x + s * x_stride + c0 : cache + (i + tokens) * channels + c0;
-      float* to = cache + static_cast<int64_t>(i) * channels + c0;
-      for (int c = 0; c < nc; c += 16) {
-        const __mmask16 k = TailMask(nc - c < 16 ? nc - c : 16);
-        _mm512_mask_storeu_ps(to + c, k, _mm512_maskz_loadu_ps(k, from + c));
-      }
-    }
   }
 }
 
-void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, int channel_begin, int channel_end,
-                         const float* weight, int width,
-                         ConvActivation activation, float* const* caches,
-                         float* y) {
+void CausalShortConvStep(const float* x, int64_t x_stride, int session_begin,
+                         int session_end, int channels, const float* weight,
+                         int width, ConvActivation activation,
+                         float* const* caches, float* y) {
   float wt[kMaxConvWidth * kTileChannels];
   const float* src[kMaxConvWidth];
-  for (int c0 = channel_begin; c0 < channel_end; c0 += kTileChannels) {
+  for (int c0 = 0; c0 < channels; c0 += kTileChannels) {
     const int nc =
-        channel_end - c0 < kTileChannels ? channel_end - c0 : kTileChannels;
+        channels - c0 < kTileChannels ? channels - c0 : kTileChannels;
     TransposeWeights(weight, width, c0, nc, wt);
-    for (int b = 0; b < batch; ++b) {
+    for (int b = session_begin; b < session_end; ++b) {
       float* cache_b = caches[b] + c0;
       // The taps read old slots 1 .. width-1 and the new input.
       for (int j = 0; j + 1 < width; ++j) {

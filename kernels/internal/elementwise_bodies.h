@@ -41,17 +41,19 @@ void PerformerFeatures(const float* x, const float* projected, int64_t rows,
                        PerformerStabilizer stabilizer, float constant,
                        float eps, float* phi);
 
-// The conv bodies work on the channels [channel_begin, channel_end) of the
-// `channels` in a row (the dispatcher splits channels over threads).
-void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, int channel_begin, int channel_end,
-                     const float* weight, int width, ConvActivation activation,
-                     float* cache, float* y);
-void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, int channel_begin, int channel_end,
-                         const float* weight, int width,
-                         ConvActivation activation, float* const* caches,
-                         float* y);
+// The conv bodies compute the outputs of the tokens [token_begin,
+// token_end) of a call (reading, never writing, the cache: the dispatcher
+// shifts it once all outputs are done), or of the sessions [session_begin,
+// session_end) of a step (each session's cache shifted as it goes): the
+// dispatcher splits tokens or sessions over threads.
+void CausalShortConv(const float* x, int64_t x_stride, int64_t token_begin,
+                     int64_t token_end, int channels, const float* weight,
+                     int width, ConvActivation activation, const float* cache,
+                     float* y);
+void CausalShortConvStep(const float* x, int64_t x_stride, int session_begin,
+                         int session_end, int channels, const float* weight,
+                         int width, ConvActivation activation,
+                         float* const* caches, float* y);
 
 void ConvertFloatToBf16(const float* x, int64_t n, bf16_t* y);
 void ConvertBf16ToFloat(const bf16_t* x, int64_t n, float* y);
@@ -91,17 +93,19 @@ void PerformerFeatures(const float* x, const float* projected, int64_t rows,
 // take widths up to kMaxConvWidth; the dispatcher sends wider convs to the
 // portable body.
 inline constexpr int kMaxConvWidth = 16;
-// The conv bodies work on the channels [channel_begin, channel_end) of the
-// `channels` in a row (the dispatcher splits channels over threads).
-void CausalShortConv(const float* x, int64_t x_stride, int64_t tokens,
-                     int channels, int channel_begin, int channel_end,
-                     const float* weight, int width, ConvActivation activation,
-                     float* cache, float* y);
-void CausalShortConvStep(const float* x, int64_t x_stride, int batch,
-                         int channels, int channel_begin, int channel_end,
-                         const float* weight, int width,
-                         ConvActivation activation, float* const* caches,
-                         float* y);
+// The conv bodies compute the outputs of the tokens [token_begin,
+// token_end) of a call (reading, never writing, the cache: the dispatcher
+// shifts it once all outputs are done), or of the sessions [session_begin,
+// session_end) of a step (each session's cache shifted as it goes): the
+// dispatcher splits tokens or sessions over threads.
+void CausalShortConv(const float* x, int64_t x_stride, int64_t token_begin,
+                     int64_t token_end, int channels, const float* weight,
+                     int width, ConvActivation activation, const float* cache,
+                     float* y);
+void CausalShortConvStep(const float* x, int64_t x_stride, int session_begin,
+                         int session_end, int channels, const float* weight,
+                         int width, ConvActivation activation,
+                         float* const* caches, float* y);
 
 void ConvertFloatToBf16(const float* x, int64_t n, bf16_t* y);
 void ConvertBf16ToFloat(const bf16_t* x, int64_t n, float* y);

@@ -197,14 +197,15 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "short convs split over channels give bitwise the same outputs and "
-    "caches on six threads as on one",
+    "short convs split over tokens or sessions give bitwise the same "
+    "outputs and caches on six threads as on one",
     "[parallel_for]") {
-  // Channels split in blocks of 16: 1000 is no multiple of the blocks nor of
-  // the bodies' 256-channel tiles.
+  // Rows of 1000 channels x width 4: blocks of at least 4 rows (tokens of a
+  // call, sessions of a step); 1000 channels are no multiple of the bodies'
+  // 256-channel tiles. The call's first tokens read the starting cache.
   const int channels = 1000;
   const int width = 4;
-  const int64_t tokens = 2 * kElementwiseGrain / channels * 6 + 5;
+  const int64_t tokens = 197;
   const int64_t x_stride = channels + 24;
   const std::vector<float> x = RandomNormal(tokens * x_stride, 5, 1.0f);
   const std::vector<float> w = RandomNormal(int64_t{channels} * width, 6, 0.5f);
