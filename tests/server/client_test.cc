@@ -25,6 +25,7 @@
 #include "client/chat_session.h"
 #include "client/client.h"
 #include "server/server.h"
+#include "tests/server/live_server.h"
 
 namespace linserve {
 namespace {
@@ -37,38 +38,22 @@ using client::Client;
 using client::ClientOptions;
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
 
-const std::string kDefaultModel = LINSERVE_DEFAULT_MODEL_DIR_FOR_TESTS;
-const std::string kTinyModel = LINSERVE_TEST_DATA_DIR "/gated_deltanet";
-constexpr int kTinyVocab = 64;
+using testing::kTinyVocab;
+using testing::Unwrap;
+using Running = testing::LiveServer;
+
+const std::string& kDefaultModel = testing::kDefaultModelDir;
+const std::string& kTinyModel = testing::kTinyModelDir;
 
 // A server on a free loopback port and a client connected to it.
-struct Running {
-  std::unique_ptr<server::Server> server;
-  std::unique_ptr<Client> client;
-};
-
 Running StartServer(const std::string& model_dir,
                     const ClientOptions& client_options = {}) {
   server::ServerOptions options;
   options.model_dir = model_dir;
-  options.listen = "127.0.0.1:0";
   // Room for the calls that must still be running when a test cancels
   // them or lets their deadline pass.
   options.max_tokens = 1 << 20;
-  auto server = server::Server::Start(options);
-  INFO(server.status().ToString());
-  REQUIRE(server.ok());
-  auto client = Client::Connect(
-      "127.0.0.1:" + std::to_string((*server)->port()), client_options);
-  REQUIRE(client.ok());
-  return {*std::move(server), *std::move(client)};
-}
-
-template <typename T>
-T Unwrap(absl::StatusOr<T> value) {
-  INFO(value.status().ToString());
-  REQUIRE(value.ok());
-  return *std::move(value);
+  return testing::StartLiveServer(options, client_options);
 }
 
 void RequireOk(const absl::Status& status) {

@@ -19,6 +19,7 @@
 #include "client/chat_session.h"
 #include "client/client.h"
 #include "server/server.h"
+#include "tests/server/live_server.h"
 
 namespace linserve {
 namespace {
@@ -26,39 +27,23 @@ namespace {
 namespace v1 = ::linserve::v1;
 using client::Client;
 
-const std::string kTinyModel = LINSERVE_TEST_DATA_DIR "/gated_deltanet";
-const std::string kDefaultModel = LINSERVE_DEFAULT_MODEL_DIR_FOR_TESTS;
-constexpr int kTinyVocab = 64;
+using testing::kTinyVocab;
+using testing::Unwrap;
+using Running = testing::LiveServer;
+
+const std::string& kTinyModel = testing::kTinyModelDir;
+const std::string& kDefaultModel = testing::kDefaultModelDir;
 // Longer than the server and the transport can buffer, so the client reads
 // chunks while the call still runs.
 constexpr int kLongGeneration = 20000;
-
-struct Running {
-  std::unique_ptr<server::Server> server;
-  std::unique_ptr<Client> client;
-};
 
 Running StartServer(const server::SchedulerOptions& scheduler = {},
                     const std::string& model_dir = kTinyModel) {
   server::ServerOptions options;
   options.model_dir = model_dir;
-  options.listen = "127.0.0.1:0";
   options.scheduler = scheduler;
   options.max_tokens = kLongGeneration;
-  auto server = server::Server::Start(options);
-  INFO(server.status().ToString());
-  REQUIRE(server.ok());
-  auto client =
-      Client::Connect("127.0.0.1:" + std::to_string((*server)->port()), {});
-  REQUIRE(client.ok());
-  return {*std::move(server), *std::move(client)};
-}
-
-template <typename T>
-T Unwrap(absl::StatusOr<T> value) {
-  INFO(value.status().ToString());
-  REQUIRE(value.ok());
-  return *std::move(value);
+  return testing::StartLiveServer(options);
 }
 
 // Token ids of the fixture's vocabulary, clear of BOS 1 and EOS 2.
