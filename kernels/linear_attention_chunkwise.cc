@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -119,14 +120,31 @@ constexpr int64_t kAlignFloats = 16;
 // (and the delta rules' (I + L)^-1) outweighs the columns' work.
 constexpr int kMinValueSlice = 64;
 
-// Multiply-adds of one chunk of one work item: `fixed` is what every slice
-// of a head repeats (Q K^T; the delta rules' K K^T and (I + L)^-1; GLA's
-// decayed Q~ and K~, whose exponentials count about ten multiply-adds each),
+// The first pass's products (P and A per head and chunk, shared by the
+// head's value slices) take at most this many floats; longer calls go in
+// windows of chunks.
+constexpr int64_t kMaxChunkProductFloats = int64_t{1} << 21;
+std::atomic<int64_t> max_chunk_product_floats_for_testing{0};
+
+// Whether the rule's split heads share their chunks' state-free products
+// (P, A) from a first pass (ChunkwiseAllHeads) instead of recomputing them
+// per slice: the delta rules, whose K K^T and triangular solve are the
+// largest such part.
+bool SharesChunkProducts(UpdateRule rule) {
+  return rule == UpdateRule::kDelta || rule == UpdateRule::kGatedDelta;
+}
+
+// Multiply-adds of one chunk of one work item: `fixed` is what does not
+// depend on the value columns (Q K^T; the delta rules' K K^T and (I + L)^-1;
+// GLA's decayed Q~ and K~, whose exponentials count about ten multiply-adds
+// each), repeated by every slice of a head unless the rule shares it;
 // `per_column` what grows with the slice's width (Q S, P V, the state update;
-// the delta rules' K S and A R).
+// the delta rules' K S and A R); `gather` the copies of the chunk's Q and K
+// rows every item makes.
 struct ChunkCost {
   double fixed;
   double per_column;
+  double gather;
 };
 
 ChunkCost CostOfChunk(UpdateRule rule, int key_dim, int chunk) {
@@ -134,19 +152,24 @@ ChunkCost CostOfChunk(UpdateRule rule, int key_dim, int chunk) {
   switch (rule) {
     case UpdateRule::kAdditive:
     case UpdateRule::kFixedDecay:
-      return {c * c * k / 2, 2 * c * k + c * c / 2};
+      return {c * c * k / 2, 2 * c * k + c * c / 2, 2 * c * k};
     case UpdateRule::kVectorDecay:
-      return {c * c * k / 2 + 10 * k * c * c / 32, 2 * c * k + c * c / 2};
+      return {c * c * k / 2 + 10 * k * c * c / 32, 2 * c * k + c * c / 2,
+              2 * c * k};
     case UpdateRule::kDelta:
     case UpdateRule::kGatedDelta:
-      return {c * c * k + c * c * c / 6, 3 * c * k + c * c};
+      return {c * c * k + c * c * c / 6, 3 * c * k + c * c, 2 * c * k};
   }
-  return {0, 1};
+  return {0, 1, 0};
 }
 
 }  // namespace
 
 namespace internal {
+
+void SetMaxChunkProductFloatsForTesting(int64_t floats) {
+  max_chunk_product_floats_for_testing.store(floats);
+}
 
 ValueSplit ChooseValueSplit(UpdateRule rule, int num_heads, int key_dim,
                             int value_dim, int chunk, int threads) {
@@ -163,8 +186,14 @@ ValueSplit ChooseValueSplit(UpdateRule rule, int num_heads, int key_dim,
     const int slices = (value_dim + width - 1) / width;
     const int64_t items = int64_t{num_heads} * slices;
     const int64_t rounds = (items + threads - 1) / threads;
+    // Shared products: computed once per head and chunk in a first pass
+    // spread over all threads, and only gathered by the slices.
+    const bool shared = SharesChunkProducts(rule) && slices > 1;
+    const double per_item = shared ? cost.gather : cost.fixed;
+    const double first_pass = shared ? cost.fixed * num_heads / threads : 0;
     const double time =
-        static_cast<double>(rounds) * (cost.fixed + cost.per_column * width);
+        static_cast<double>(rounds) * (per_item + cost.per_column * width) +
+        first_pass;
     if (best_time < 0 || time < best_time) {
       best_time = time;
       best = {slices, width};
@@ -233,6 +262,17 @@ void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
   const uintptr_t base = reinterpret_cast<uintptr_t>(scratch.data());
   const uintptr_t aligned = (base + 63) & ~uintptr_t{63};
   p.scratch = scratch.data() + (aligned - base) / sizeof(float);
+  std::vector<float> products;
+  if (SharesChunkProducts(spec.rule) && p.value_slices > 1) {
+    const int64_t pair = int64_t{2} * p.chunk_size * p.chunk_size;
+    const int64_t chunks = (num_tokens + p.chunk_size - 1) / p.chunk_size;
+    const int64_t testing_cap = max_chunk_product_floats_for_testing.load();
+    const int64_t cap = testing_cap > 0 ? testing_cap : kMaxChunkProductFloats;
+    p.window_chunks =
+        static_cast<int>(std::clamp<int64_t>(cap / (pair * H), 1, chunks));
+    products.resize(pair * H * p.window_chunks);
+    p.chunk_products = products.data();
+  }
 
 #if LINSERVE_HAVE_AVX512_BODIES
   if (ActiveKernelIsa() == KernelIsa::kAvx512) {

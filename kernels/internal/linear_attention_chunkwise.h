@@ -42,6 +42,12 @@ struct ChunkwiseProblem {
   // split with normalize (z is one per head).
   int value_slices;
   int value_slice_width;
+  // Delta rules with value_slices > 1: room for the first pass's P and A
+  // (two [chunk_size, chunk_size] blocks) of every head and chunk of a
+  // window of window_chunks chunks, head-major; null otherwise (each item
+  // computes its own).
+  float* chunk_products;
+  int window_chunks;
   // num_threads blocks of scratch_floats_per_thread floats, one per OpenMP
   // thread of the item loop (thread i uses block i), for a slice's width.
   float* scratch;
@@ -65,6 +71,10 @@ struct ValueSplit {
 // threads <= 1.
 ValueSplit ChooseValueSplit(UpdateRule rule, int num_heads, int key_dim,
                             int value_dim, int chunk, int threads);
+
+// Caps the first pass's products at `floats` (0: the default, 2^21) so that
+// tests can make a short call go in several windows.
+void SetMaxChunkProductFloatsForTesting(int64_t floats);
 
 // Floats of scratch one thread needs for one head's chunk loop.
 int64_t ChunkwiseScratchFloats(int key_dim, int value_dim, int chunk_size);

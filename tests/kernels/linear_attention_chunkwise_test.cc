@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -187,6 +188,45 @@ TEST_CASE(
       CHECK((s.width == v || (s.width % 16 == 0 && s.width >= 64)));
       CHECK(s.width * (s.slices - 1) < v);
       CHECK(s.width * s.slices >= v);
+    }
+  }
+}
+
+TEST_CASE(
+    "ChunkwiseForward gives bitwise the same outputs and state on 8 threads "
+    "as on 1, split heads and the delta rules' shared first pass included",
+    "[linear_attention][chunkwise]") {
+  // 8 threads split 2 heads of V = 200 into 3 slices each; the delta rules
+  // then compute each chunk's P and A once per head in a first pass, here
+  // in windows of 2 chunks (the cap set for the test), so that a call of
+  // 300 tokens in chunks of 17 goes in 9 windows. Slicing and sharing change
+  // no arithmetic: every output element is computed by the same operations.
+  struct Cap {
+    Cap() { internal::SetMaxChunkProductFloatsForTesting(2 * 2 * 2 * 17 * 17); }
+    ~Cap() { internal::SetMaxChunkProductFloatsForTesting(0); }
+  } two_chunk_windows;
+  for (const Family& f : kFamilies) {
+    for (KernelIsa isa : KernelIsasToTest()) {
+      ScopedKernelIsa scope(isa);
+      for (int64_t T : {65, 300}) {
+        const Problem p =
+            MakeProblem(f, /*H=*/2, 64, 200, T, /*strided=*/true, 91);
+        auto run = [&](int threads, State& state, std::vector<float>& out) {
+          const int previous = omp_get_max_threads();
+          omp_set_num_threads(threads);
+          ChunkwiseForward(p.spec, T, p.Inputs(), state.View(), out.data(), 17);
+          omp_set_num_threads(previous);
+        };
+        State one(p.spec, true, 5), eight(p.spec, true, 5);
+        std::vector<float> out_one(T * 2 * 200, NAN), out_eight = out_one;
+        run(1, one, out_one);
+        run(8, eight, out_eight);
+        INFO(f.name << ", " << KernelIsaName(isa) << ", T = " << T);
+        CHECK(std::memcmp(out_one.data(), out_eight.data(),
+                          out_one.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(one.s.data(), eight.s.data(),
+                          one.s.size() * sizeof(float)) == 0);
+      }
     }
   }
 }
