@@ -72,8 +72,13 @@ class GenerateReactor final
  public:
   GenerateReactor(const ServiceContext& context, CallbackExecutor& executor,
                   grpc::CallbackServerContext* call,
-                  const v1::GenerateRequest& request)
-      : context_(context), executor_(executor), call_(call) {
+                  const v1::GenerateRequest& request,
+                  int min_tokens_per_message)
+      : context_(context),
+        executor_(executor),
+        call_(call),
+        outbox_(kMaxQueuedMessages, kMaxCoalescedTokens,
+                min_tokens_per_message) {
     if (!context_.calls->Begin(call_)) {
       Finish(ToGrpcStatus(DrainingError()));
       return;
@@ -229,7 +234,8 @@ class GenerateReactor final
 
   // The call ends once the job is done and its result written.
   Outbox::Next TakeNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return outbox_.TakeNext(/*may_finish=*/job_done_);
+    return outbox_.TakeNext(/*may_finish=*/job_done_,
+                            /*more_tokens_coming=*/!job_done_);
   }
 
   // After unlocking.
@@ -246,7 +252,7 @@ class GenerateReactor final
 
   std::mutex mu_;
   std::shared_ptr<GenerateJob> job_ ABSL_GUARDED_BY(mu_);
-  Outbox outbox_ ABSL_GUARDED_BY(mu_){kMaxQueuedMessages, kMaxCoalescedTokens};
+  Outbox outbox_ ABSL_GUARDED_BY(mu_);
   bool job_done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status final_status_;  // written once, before the Finish is taken
 };
@@ -261,8 +267,12 @@ class ChatReactor final
       public JobObserver {
  public:
   ChatReactor(const ServiceContext& context, CallbackExecutor& executor,
-              grpc::CallbackServerContext* call)
-      : context_(context), executor_(executor), call_(call) {
+              grpc::CallbackServerContext* call, int min_tokens_per_message)
+      : context_(context),
+        executor_(executor),
+        call_(call),
+        outbox_(kMaxQueuedMessages, kMaxCoalescedTokens,
+                min_tokens_per_message) {
     if (!context_.calls->Begin(call_)) {
       Finish(ToGrpcStatus(DrainingError()));
       return;
@@ -362,7 +372,8 @@ class ChatReactor final
     // opened, and every queued response is written (or the stream broke).
     action.outgoing = outbox_.TakeNext(
         /*may_finish=*/ending_ && job_ == nullptr && !loading_ &&
-        !starting_read_);
+            !starting_read_,
+        /*more_tokens_coming=*/job_ != nullptr);
     if (action.outgoing.finish) {
       action.read = false;
       // Released before the status goes out (the client may continue the
@@ -580,7 +591,7 @@ class ChatReactor final
   v1::SamplingParams defaults_ ABSL_GUARDED_BY(mu_);
   std::string system_prompt_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<GenerateJob> job_ ABSL_GUARDED_BY(mu_);
-  Outbox outbox_ ABSL_GUARDED_BY(mu_){kMaxQueuedMessages, kMaxCoalescedTokens};
+  Outbox outbox_ ABSL_GUARDED_BY(mu_);
   bool read_next_ ABSL_GUARDED_BY(mu_) = false;
   bool starting_read_ ABSL_GUARDED_BY(mu_) = false;
   bool loading_ ABSL_GUARDED_BY(mu_) = false;  // the ChatStart's session
@@ -1070,13 +1081,14 @@ class ScoreReactor final : public GrpcOrderedReactor<grpc::ServerUnaryReactor>,
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* call, const v1::GenerateRequest* request) {
-  return HandedToGrpc(
-      new GenerateReactor(*context_, executor_, call, *request));
+  return HandedToGrpc(new GenerateReactor(*context_, executor_, call, *request,
+                                          min_tokens_per_message_));
 }
 
 grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>*
 InferenceService::Chat(grpc::CallbackServerContext* call) {
-  return HandedToGrpc(new ChatReactor(*context_, executor_, call));
+  return HandedToGrpc(
+      new ChatReactor(*context_, executor_, call, min_tokens_per_message_));
 }
 
 grpc::ServerReadReactor<v1::IngestRequest>* InferenceService::Ingest(

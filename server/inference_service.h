@@ -9,8 +9,11 @@
 // finishing the call) runs on a CallbackExecutor thread. Per stream, at
 // most kMaxQueuedMessages responses wait and one write is in flight; while
 // the queue is full the job skips steps (a slow reader slows its own call
-// only). The session lease is released before the final status is sent, so
-// a client may start its next call on the session as soon as this one ends.
+// only). Tokens generated while a write is in flight go out together in the
+// next message; with min_tokens_per_message > 1 a message also waits (while
+// the job generates) until it holds that many tokens. The session lease is
+// released before the final status is sent, so a client may start its next
+// call on the session as soon as this one ends.
 #ifndef LINSERVE_SERVER_INFERENCE_SERVICE_H_
 #define LINSERVE_SERVER_INFERENCE_SERVICE_H_
 
@@ -34,8 +37,11 @@ inline constexpr size_t kMaxIngestCarryBytes = 1 << 20;
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  explicit InferenceService(const ServiceContext* context)
-      : context_(context) {}
+  // `min_tokens_per_message`: 1 to kMaxCoalescedTokens (StreamOutbox's
+  // min_tokens_per_write for Generate and Chat streams).
+  explicit InferenceService(const ServiceContext* context,
+                            int min_tokens_per_message = 1)
+      : context_(context), min_tokens_per_message_(min_tokens_per_message) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* call,
@@ -50,6 +56,7 @@ class InferenceService final : public v1::Inference::CallbackService {
 
  private:
   const ServiceContext* context_;
+  const int min_tokens_per_message_;
   CallbackExecutor executor_;
 };
 

@@ -4,7 +4,8 @@
 // decoding one token per step), its snapshot for rollback and its sampler.
 // A step: drop cancelled / expired jobs (restoring their sessions), run one
 // batched DecodeStep over every decoding job whose caller has room for
-// output, then hand the rest of the step's token budget to the jobs that
+// output and sample its rows (on the OpenMP team when there are several),
+// then hand the rest of the step's token budget to the jobs that
 // have input to feed, round robin from where the previous step stopped.
 // After each step that worked on a job, the job's progress goes to its
 // session (Session::progress: two relaxed atomic stores, for GetSession).
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/session_extras.h"
+#include "kernels/parallel_for.h"
 
 namespace linserve::server {
 namespace {
@@ -29,6 +31,10 @@ double SecondsBetween(SteadyClock::time_point a, SteadyClock::time_point b) {
 // (cancellations and deadlines are noticed within this, or at once through
 // Wake).
 constexpr std::chrono::milliseconds kIdlePoll{5};
+
+// Rows of a decode step worth a sampling thread of their own: a row takes
+// about 5 us (vocab 4096), a fork of the team a few.
+constexpr int64_t kMinRowsPerSamplingThread = 4;
 
 }  // namespace
 
@@ -197,6 +203,7 @@ void Scheduler::Loop() {
   size_t round_robin = 0;
   const int vocab = static_cast<int>(model_.vocab_size());
   std::vector<float> logits;
+  std::vector<engine::SampleResult> samples;  // one per decode row
 
   // The first step that works on a job.
   auto mark_started = [&](Running& r, SteadyClock::time_point now) {
@@ -646,6 +653,22 @@ void Scheduler::Loop() {
       logits.resize(decoders.size() * static_cast<size_t>(vocab));
       const absl::Status status =
           model_.DecodeStep(states, tokens, logits.data());
+      // The rows are sampled on the engine's OpenMP team (each row's own
+      // sampler state and RNG, so the tokens are those of one thread), then
+      // handed to their callers in order on this thread.
+      samples.resize(decoders.size());
+      if (status.ok()) {
+        kernels::ParallelFor(
+            static_cast<int64_t>(decoders.size()), kMinRowsPerSamplingThread,
+            /*align=*/1, [&](int64_t begin, int64_t end) {
+              for (int64_t b = begin; b < end; ++b) {
+                Running& r = *decoders[static_cast<size_t>(b)];
+                samples[static_cast<size_t>(b)] = engine::Sample(
+                    logits.data() + static_cast<size_t>(b) * vocab, vocab,
+                    r.generate->params, r.sampler);
+              }
+            });
+      }
       for (size_t b = 0; b < decoders.size(); ++b) {
         Running& r = *decoders[b];
         if (!status.ok()) {
@@ -653,10 +676,7 @@ void Scheduler::Loop() {
           finished.push_back(&r);
           continue;
         }
-        const engine::SampleResult sample =
-            engine::Sample(logits.data() + b * static_cast<size_t>(vocab),
-                           vocab, r.generate->params, r.sampler);
-        if (on_sampled(r, sample)) finished.push_back(&r);
+        if (on_sampled(r, samples[b])) finished.push_back(&r);
       }
       progressed = true;
     }

@@ -118,6 +118,12 @@ absl::Status Server::Init() {
         " bytes), got ", options_.max_tokens, ", ", options_.max_input_tokens,
         ", ", options_.max_message_bytes));
   }
+  if (options_.min_tokens_per_message < 1 ||
+      options_.min_tokens_per_message > kMaxCoalescedTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--min_tokens_per_message must be in [1, ", kMaxCoalescedTokens,
+        "], got ", options_.min_tokens_per_message));
+  }
   engine::ModelOptions model_options;
   model_options.weight_type = options_.weight_type;
   // Loaded on a thread that ends here: oneDNN's packing runs OpenMP, and
@@ -173,7 +179,8 @@ absl::Status Server::Init() {
   context_.limits.max_tokens = options_.max_tokens;
   context_.limits.max_input_tokens = options_.max_input_tokens;
 
-  inference_service_ = std::make_unique<InferenceService>(&context_);
+  inference_service_ = std::make_unique<InferenceService>(
+      &context_, options_.min_tokens_per_message);
   sessions_service_ = std::make_unique<SessionsService>(&context_);
   models_service_ = std::make_unique<ModelsService>(
       DescribeModel(options_, context_), &calls_);

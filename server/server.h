@@ -63,6 +63,13 @@ struct ServerOptions {
   int64_t max_input_tokens = 1 << 20;
   // Largest gRPC message received or sent.
   int64_t max_message_bytes = 16 << 20;
+  // Tokens a Generate / Chat stream gathers before it sends a message, while
+  // the job generates (1 to kMaxCoalescedTokens). 1: each token goes out as
+  // soon as it is sampled (tokens generated during a write in flight are
+  // merged anyway). More: less gRPC work per token (each message costs the
+  // server and a client tens of microseconds of CPU), each held token
+  // delayed by one engine step per token after it.
+  int min_tokens_per_message = 1;
   // HTTP/2 keepalive pings to idle clients, and how long to wait for the
   // answer before closing the connection.
   std::chrono::milliseconds keepalive_time{std::chrono::seconds(60)};

@@ -32,9 +32,13 @@ void StreamOutbox<Response>::AddChunk(const GeneratedChunk& chunk,
 
 template <typename Response>
 typename StreamOutbox<Response>::Next StreamOutbox<Response>::TakeNext(
-    bool may_finish) {
+    bool may_finish, bool more_tokens_coming) {
   Next next;
   if (finished_ || write_in_flight_) return next;
+  if (more_tokens_coming && queue_.size() == 1 && queue_.front().has_chunk() &&
+      queue_.front().chunk().token_ids_size() < min_tokens_per_write_) {
+    return next;  // gathering
+  }
   if (!queue_.empty()) {
     in_flight_ = std::move(queue_.front());
     queue_.pop_front();

@@ -4,7 +4,9 @@
 // more, so a slow reader slows only its own call), tokens generated while
 // the client lags are merged into the last queued chunk, a failed write
 // drops everything still queued, and the call's Finish is handed out once,
-// only after every queued response has been written.
+// only after every queued response has been written. Optionally
+// (min_tokens_per_write > 1) a chunk waits until it holds that many tokens
+// while the job still produces them: fewer messages for more latency.
 //
 // Not thread-safe: the reactor owns one, guards it with its own mutex
 // (together with the flags that say when its call may end) and starts the
@@ -48,9 +50,16 @@ class StreamOutbox {
 
   // `max_queued`: responses that may wait behind the write in flight before
   // HasRoom turns false. `max_coalesced_tokens`: a queued chunk takes more
-  // tokens only while it holds fewer than this.
-  StreamOutbox(size_t max_queued, int max_coalesced_tokens)
-      : max_queued_(max_queued), max_coalesced_tokens_(max_coalesced_tokens) {}
+  // tokens only while it holds fewer than this. `min_tokens_per_write`
+  // (1 to max_coalesced_tokens): while more tokens are coming, a chunk
+  // alone in the queue is written only once it holds this many (each
+  // message costs the server and the client tens of microseconds of CPU;
+  // each held token waits for the next ones, one engine step each).
+  StreamOutbox(size_t max_queued, int max_coalesced_tokens,
+               int min_tokens_per_write = 1)
+      : max_queued_(max_queued),
+        max_coalesced_tokens_(max_coalesced_tokens),
+        min_tokens_per_write_(min_tokens_per_write) {}
 
   // Whether fewer than max_queued responses wait (the job's
   // JobObserver::CanAcceptOutput). Soft: Add and AddChunk never refuse.
@@ -67,11 +76,13 @@ class StreamOutbox {
                 const engine::Tokenizer* tokenizer);
 
   // The next gRPC operation: the oldest queued response when no write is in
-  // flight; else, when `may_finish` (the reactor has nothing more to queue
-  // and nothing else holds the call open), the Finish once the queue is
-  // drained and the last write done. The Finish is handed out once; after
-  // it, nothing more.
-  Next TakeNext(bool may_finish);
+  // flight (except a chunk of fewer than min_tokens_per_write tokens alone
+  // in the queue while `more_tokens_coming`: the job that feeds it is still
+  // generating); else, when `may_finish` (the reactor has nothing more to
+  // queue and nothing else holds the call open), the Finish once the queue
+  // is drained and the last write done. The Finish is handed out once;
+  // after it, nothing more.
+  Next TakeNext(bool may_finish, bool more_tokens_coming = false);
 
   // The write in flight is done (OnWriteDone). `ok` false: the client is
   // gone; the queue is dropped and the stream broken for good.
@@ -84,6 +95,7 @@ class StreamOutbox {
  private:
   const size_t max_queued_;
   const int max_coalesced_tokens_;
+  const int min_tokens_per_write_;
   std::deque<Response> queue_;
   Response in_flight_;  // read by gRPC while write_in_flight_
   bool write_in_flight_ = false;

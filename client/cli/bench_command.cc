@@ -53,6 +53,9 @@ struct Measurements {
   std::vector<double> end_to_end;
   int64_t requests = 0;
   int64_t generated_tokens = 0;
+  // Streamed messages that carried tokens: generated_tokens / token_messages
+  // is how many tokens the server merged into one message on average.
+  int64_t token_messages = 0;
   int64_t ingested_tokens = 0;
   std::map<std::string, int64_t> errors;  // status code name -> count
 
@@ -64,6 +67,7 @@ struct Measurements {
                       other.end_to_end.end());
     requests += other.requests;
     generated_tokens += other.generated_tokens;
+    token_messages += other.token_messages;
     ingested_tokens += other.ingested_tokens;
     for (const auto& [code, count] : other.errors) errors[code] += count;
   }
@@ -87,11 +91,13 @@ class StreamTimer {
     }
     last_ = now;
     tokens_ += k;
+    ++messages_;
   }
 
   void Done() {
     m_.end_to_end.push_back(Seconds(SteadyClock::now() - start_));
     m_.generated_tokens += tokens_;
+    m_.token_messages += messages_;
     ++m_.requests;
   }
 
@@ -100,6 +106,7 @@ class StreamTimer {
   SteadyClock::time_point start_;
   SteadyClock::time_point last_;
   int64_t tokens_ = 0;
+  int64_t messages_ = 0;
 };
 
 struct BenchConfig {
@@ -340,6 +347,7 @@ std::string MeasurementsJson(const Measurements& m, double seconds) {
   return absl::StrCat(
       "{\"requests\":", m.requests, ",\"errors\":", error_count,
       ",\"error_codes\":", errors, ",\"generated_tokens\":", m.generated_tokens,
+      ",\"token_messages\":", m.token_messages,
       ",\"ingested_tokens\":", m.ingested_tokens, ",", rates,
       ",\"ttft_ms\":", PercentilesJson(Summarize(m.ttft)),
       ",\"inter_token_ms\":", PercentilesJson(Summarize(m.inter_token)),

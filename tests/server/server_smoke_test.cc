@@ -30,10 +30,12 @@ using grpc::health::v1::Health;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 
-std::unique_ptr<server::Server> StartDefaultServer() {
+std::unique_ptr<server::Server> StartDefaultServer(
+    int min_tokens_per_message = 1) {
   server::ServerOptions options;
   options.model_dir = LINSERVE_DEFAULT_MODEL_DIR_FOR_TESTS;
   options.listen = "127.0.0.1:0";
+  options.min_tokens_per_message = min_tokens_per_message;
   auto server = server::Server::Start(options);
   INFO(server.status().ToString());
   REQUIRE(server.ok());
@@ -63,6 +65,7 @@ struct GenerateCall {
   std::vector<int32_t> tokens;
   std::string text;
   int chunks = 0;
+  std::vector<int> chunk_tokens;  // tokens of each chunk, in order
   bool has_result = false;
   v1::GenerateResult result;
 };
@@ -78,6 +81,7 @@ GenerateCall RunGenerate(v1::Inference::Stub& stub,
   while (reader->Read(&response)) {
     if (response.has_chunk()) {
       ++call.chunks;
+      call.chunk_tokens.push_back(response.chunk().token_ids_size());
       call.tokens.insert(call.tokens.end(),
                          response.chunk().token_ids().begin(),
                          response.chunk().token_ids().end());
@@ -141,6 +145,41 @@ TEST_CASE(
   CHECK(response.error_response().error_code() == grpc::StatusCode::NOT_FOUND);
   stream->WritesDone();
   CHECK(stream->Finish().ok());
+}
+
+TEST_CASE(
+    "with min_tokens_per_message a Generate streams the same tokens and text "
+    "in messages of at least that many tokens, the last one excepted") {
+  auto plain_server = StartDefaultServer();
+  v1::Inference::Stub plain(Connect(*plain_server));
+  const GenerateCall expected =
+      RunGenerate(plain, GreedyRequest("And God said", 30));
+  REQUIRE(expected.status.ok());
+
+  auto server = StartDefaultServer(/*min_tokens_per_message=*/4);
+  v1::Inference::Stub stub(Connect(*server));
+  const GenerateCall call =
+      RunGenerate(stub, GreedyRequest("And God said", 30));
+  INFO(call.status.error_message());
+  REQUIRE(call.status.ok());
+  CHECK(call.tokens == expected.tokens);
+  CHECK(call.text == expected.text);
+  REQUIRE(call.has_result);
+  CHECK(call.result.usage().generated_tokens() == 30);
+  REQUIRE_FALSE(call.chunk_tokens.empty());
+  for (size_t i = 0; i + 1 < call.chunk_tokens.size(); ++i) {
+    INFO("chunk " << i);
+    CHECK(call.chunk_tokens[i] >= 4);
+  }
+
+  server::ServerOptions bad;
+  bad.model_dir = LINSERVE_DEFAULT_MODEL_DIR_FOR_TESTS;
+  bad.min_tokens_per_message = 0;
+  const auto refused = server::Server::Start(bad);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(refused.status().message()),
+             Catch::Matchers::Contains("--min_tokens_per_message"));
 }
 
 TEST_CASE(

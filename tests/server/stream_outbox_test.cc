@@ -1,5 +1,6 @@
 // StreamOutbox: the order of writes and the Finish, coalescing of chunks
-// while a write is in flight, the queue's bound and a failed write.
+// while a write is in flight, gathering min_tokens_per_write tokens, the
+// queue's bound and a failed write.
 #include "server/stream_outbox.h"
 
 #include <cstdint>
@@ -237,6 +238,59 @@ TEST_CASE(
   GenerateOutbox::Next next = outbox.TakeNext(/*may_finish=*/true);
   CHECK(next.write == nullptr);
   CHECK(next.finish);
+}
+
+TEST_CASE(
+    "with min_tokens_per_write a lone chunk waits for that many tokens while "
+    "more are coming, and goes out with fewer once the job ends") {
+  GenerateOutbox outbox(8, 64, /*min_tokens_per_write=*/3);
+  outbox.AddChunk(Chunk({1}, "a"), nullptr);
+  CHECK(outbox.TakeNext(/*may_finish=*/false, /*more_tokens_coming=*/true)
+            .write == nullptr);
+  outbox.AddChunk(Chunk({2}, "b"), nullptr);
+  CHECK(outbox.TakeNext(false, true).write == nullptr);
+  CHECK(outbox.HasRoom());
+  outbox.AddChunk(Chunk({3}, "c"), nullptr);
+  GenerateOutbox::Next next = outbox.TakeNext(false, true);
+  REQUIRE(next.write != nullptr);
+  CHECK(TokenIds(next.write->chunk()) == std::vector<int32_t>{1, 2, 3});
+  CHECK(next.write->chunk().text() == "abc");
+  outbox.WriteDone(true);
+
+  // The job ends after one more token: it is not held any longer.
+  outbox.AddChunk(Chunk({4}, "d"), nullptr);
+  CHECK(outbox.TakeNext(false, true).write == nullptr);
+  next = outbox.TakeNext(/*may_finish=*/false, /*more_tokens_coming=*/false);
+  REQUIRE(next.write != nullptr);
+  CHECK(TokenIds(next.write->chunk()) == std::vector<int32_t>{4});
+  outbox.WriteDone(true);
+
+  // A message queued behind a gathering chunk (a Chat turn's end) sends it.
+  ChatOutbox chat(8, 64, /*min_tokens_per_write=*/3);
+  GeneratedChunk held = Chunk({5}, "e");
+  chat.AddChunk(held, nullptr);
+  CHECK(chat.TakeNext(false, true).write == nullptr);
+  v1::ChatResponse turn_end;
+  turn_end.mutable_turn_end()->set_seed(7);
+  chat.Add(std::move(turn_end));
+  ChatOutbox::Next chat_next = chat.TakeNext(false, true);
+  REQUIRE(chat_next.write != nullptr);
+  CHECK(chat_next.write->chunk().token_ids_size() == 1);
+  chat.WriteDone(true);
+  chat_next = chat.TakeNext(false, true);
+  REQUIRE(chat_next.write != nullptr);
+  CHECK(chat_next.write->turn_end().seed() == 7);
+}
+
+TEST_CASE(
+    "with min_tokens_per_write 1 every chunk goes out at once even while "
+    "more tokens are coming") {
+  GenerateOutbox outbox(8, 64);
+  outbox.AddChunk(Chunk({1}, "a"), nullptr);
+  GenerateOutbox::Next next =
+      outbox.TakeNext(/*may_finish=*/false, /*more_tokens_coming=*/true);
+  REQUIRE(next.write != nullptr);
+  CHECK(TokenIds(next.write->chunk()) == std::vector<int32_t>{1});
 }
 
 }  // namespace
