@@ -20,7 +20,9 @@
 # Environment: BUILD_DIR (build), MODEL (models/default), PORT (50571),
 # SECONDS_PER_RUN (15), INGEST_TOKENS (1000000; linserve-cli bench waits for
 # the calls in flight when its time is up, so with a 340M model on a CPU,
-# where a 1M-token ingest takes minutes, pass fewer).
+# where a 1M-token ingest takes minutes, pass fewer), SERVER_FLAGS (more
+# linserve flags, e.g. "--threads 15"; the engine baseline keeps
+# OMP_NUM_THREADS).
 set -euo pipefail
 
 BUILD_DIR=${BUILD_DIR:-build}
@@ -37,8 +39,10 @@ CHAT=chat
 CLI=${BUILD_DIR}/client/linserve-cli
 WORK=$(mktemp -d)
 
+# shellcheck disable=SC2086  # SERVER_FLAGS is a list of flags.
 "${BUILD_DIR}/server/linserve" --model "${MODEL}" --listen "${ADDRESS}" \
-  --metrics_port 0 --spill_dir "${WORK}/spill" >"${WORK}/server.log" 2>&1 &
+  --metrics_port 0 --spill_dir "${WORK}/spill" ${SERVER_FLAGS:-} \
+  >"${WORK}/server.log" 2>&1 &
 SERVER=$!
 trap 'kill ${SERVER} 2>/dev/null; wait ${SERVER} 2>/dev/null; rm -rf "${WORK}"' EXIT
 for _ in $(seq 100); do
@@ -61,7 +65,7 @@ bench() {  # name, then linserve-cli bench flags
   fi
 }
 
-echo "linserve-cli bench against ${ADDRESS}, model ${MODEL}, ${SECONDS_PER_RUN} s per run"
+echo "linserve-cli bench against ${ADDRESS}, model ${MODEL}, ${SECONDS_PER_RUN} s per run${SERVER_FLAGS:+, server flags: ${SERVER_FLAGS}}"
 "${BUILD_DIR}/bench/engine_bench" --model "${MODEL}" --prefill-tokens "" \
   --batches 1 --rss-tokens 1000 --json "${WORK}/engine.json" >/dev/null
 bench stream --concurrency 1 --mix generate=1 --max_tokens 256 --prompt_tokens 16

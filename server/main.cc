@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/model_config.h"
+#include "kernels/thread_affinity.h"
 #include "server/server.h"
 
 namespace {
@@ -137,6 +138,11 @@ int main(int argc, char** argv) {
   // take a stack trace on nested locks: about a microsecond of each
   // streamed message in a perf profile, for a check meant for debugging.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // With OMP_PROC_BIND set, libgomp pinned this thread to one CPU before
+  // main(), and every thread started from here (gRPC's, the engine's) would
+  // inherit it: let them run anywhere; the engine thread takes OpenMP's
+  // first place back itself (kernels/thread_affinity.h).
+  linserve::kernels::UnpinCallingThread();
 
   // Before any thread exists, so that every thread inherits the mask and
   // only the signal thread below receives SIGTERM / SIGINT.

@@ -19,6 +19,7 @@
 #include "common/status_macros.h"
 #include "engine/session_extras.h"
 #include "kernels/parallel_for.h"
+#include "kernels/thread_affinity.h"
 
 namespace linserve::server {
 namespace {
@@ -199,6 +200,11 @@ JobTimings TimingsOf(SteadyClock::time_point submitted,
 }  // namespace
 
 void Scheduler::Loop() {
+  // The primary thread of every OpenMP team of the engine: on the first
+  // OpenMP place when OpenMP binds threads, where libgomp would have put the
+  // process's initial thread (kernels/thread_affinity.h; main() unpinned
+  // the threads the server creates).
+  kernels::PinCallingThreadToFirstPlace();
   std::vector<std::unique_ptr<Running>> running;
   size_t round_robin = 0;
   const int vocab = static_cast<int>(model_.vocab_size());
