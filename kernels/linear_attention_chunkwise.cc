@@ -94,6 +94,10 @@ void InvertUnitLower(const float* l, int64_t ldl, int n, float* a,
 }  // namespace
 }  // namespace portable_chunkwise
 
+int64_t ChunkwiseProductFloats(UpdateRule rule, int key_dim, int chunk_size) {
+  return portable_chunkwise::ChunkProductFloats(rule, key_dim, chunk_size);
+}
+
 int64_t ChunkwiseScratchFloats(int key_dim, int value_dim, int chunk_size) {
   return portable_chunkwise::ChunkScratchLayout(key_dim, value_dim, chunk_size)
       .total;
@@ -127,11 +131,12 @@ constexpr int64_t kMaxChunkProductFloats = int64_t{1} << 21;
 std::atomic<int64_t> max_chunk_product_floats_for_testing{0};
 
 // Whether the rule's split heads share their chunks' state-free products
-// (P, A) from a first pass (ChunkwiseAllHeads) instead of recomputing them
-// per slice: the delta rules, whose K K^T and triangular solve are the
-// largest such part.
+// from a first pass (ChunkwiseAllHeads) instead of recomputing them per
+// slice: the delta rules (K K^T, the triangular solve) and GLA (its decayed
+// Q~ and K~ with their exponentials), where that part is largest.
 bool SharesChunkProducts(UpdateRule rule) {
-  return rule == UpdateRule::kDelta || rule == UpdateRule::kGatedDelta;
+  return rule == UpdateRule::kDelta || rule == UpdateRule::kGatedDelta ||
+         rule == UpdateRule::kVectorDecay;
 }
 
 // Multiply-adds of one chunk of one work item: `fixed` is what does not
@@ -264,13 +269,14 @@ void ChunkwiseForward(const AttentionSpec& spec, int64_t num_tokens,
   p.scratch = scratch.data() + (aligned - base) / sizeof(float);
   std::vector<float> products;
   if (SharesChunkProducts(spec.rule) && p.value_slices > 1) {
-    const int64_t pair = int64_t{2} * p.chunk_size * p.chunk_size;
+    const int64_t block =
+        internal::ChunkwiseProductFloats(spec.rule, K, p.chunk_size);
     const int64_t chunks = (num_tokens + p.chunk_size - 1) / p.chunk_size;
     const int64_t testing_cap = max_chunk_product_floats_for_testing.load();
     const int64_t cap = testing_cap > 0 ? testing_cap : kMaxChunkProductFloats;
     p.window_chunks =
-        static_cast<int>(std::clamp<int64_t>(cap / (pair * H), 1, chunks));
-    products.resize(pair * H * p.window_chunks);
+        static_cast<int>(std::clamp<int64_t>(cap / (block * H), 1, chunks));
+    products.resize(block * H * p.window_chunks);
     p.chunk_products = products.data();
   }
 

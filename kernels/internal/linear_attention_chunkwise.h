@@ -42,8 +42,8 @@ struct ChunkwiseProblem {
   // split with normalize (z is one per head).
   int value_slices;
   int value_slice_width;
-  // Delta rules with value_slices > 1: room for the first pass's P and A
-  // (two [chunk_size, chunk_size] blocks) of every head and chunk of a
+  // Delta rules and GLA with value_slices > 1: room for the first pass's
+  // products (ChunkwiseProductFloats each) of every head and chunk of a
   // window of window_chunks chunks, head-major; null otherwise (each item
   // computes its own).
   float* chunk_products;
@@ -75,6 +75,12 @@ ValueSplit ChooseValueSplit(UpdateRule rule, int num_heads, int key_dim,
 // Caps the first pass's products at `floats` (0: the default, 2^21) so that
 // tests can make a short call go in several windows.
 void SetMaxChunkProductFloatsForTesting(int64_t floats);
+
+// Floats of one (head, chunk)'s block of first-pass products (the state-free
+// part of a chunk that split heads share: P and A for the delta rules, P,
+// Q ⊙ e^B, the decayed K^T and e^{B_last} for GLA); 0 for a rule that does
+// not share.
+int64_t ChunkwiseProductFloats(UpdateRule rule, int key_dim, int chunk_size);
 
 // Floats of scratch one thread needs for one head's chunk loop.
 int64_t ChunkwiseScratchFloats(int key_dim, int value_dim, int chunk_size);

@@ -194,13 +194,15 @@ TEST_CASE(
 
 TEST_CASE(
     "ChunkwiseForward gives bitwise the same outputs and state on 8 threads "
-    "as on 1, split heads and the delta rules' shared first pass included",
+    "as on 1, split heads and their shared first pass included",
     "[linear_attention][chunkwise]") {
   // 8 threads split 2 heads of V = 200 into 3 slices each; the delta rules
-  // then compute each chunk's P and A once per head in a first pass, here
-  // in windows of 2 chunks (the cap set for the test), so that a call of
-  // 300 tokens in chunks of 17 goes in 9 windows. Slicing and sharing change
-  // no arithmetic: every output element is computed by the same operations.
+  // and GLA then compute each chunk's state-free products once per head in
+  // a first pass, here in windows of 2 chunks (delta rules) or 1 (GLA, whose
+  // blocks are larger) under the cap set for the test, so that a call of
+  // 300 tokens in chunks of 17 goes in 9 or 18 windows. Slicing and sharing
+  // change no arithmetic: every output element is computed by the same
+  // operations.
   struct Cap {
     Cap() { internal::SetMaxChunkProductFloatsForTesting(2 * 2 * 2 * 17 * 17); }
     ~Cap() { internal::SetMaxChunkProductFloatsForTesting(0); }
