@@ -130,12 +130,20 @@ inline float ExpNonPositive(float x) {
 // temperature 1 from 11.5 to 5.4 us, greedy from 10 to 3.9 us.
 constexpr int kBlock = 16;
 
+// Whether this CPU runs the AVX2 copies below: twice the lanes of the
+// baseline copies, and the same bits, as AVX2 has no FMA to contract into.
+// Chosen at run time by an ordinary branch, not by GCC's target_clones: its
+// IFUNC resolvers run while the dynamic loader relocates the program, before
+// a sanitizer's runtime is up, and crash every ThreadSanitizer build.
+bool UseAvx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2;
+}
+
 // out[i] = ExpNonPositive((x[i] - shift) * scale), in place when out == x
-// (no partial overlap). Also compiled for AVX2 (picked at load time when
-// the CPU has it): twice the lanes, and the same bits, as AVX2 has no FMA
-// to contract into.
-__attribute__((target_clones("avx2", "default"))) void ShiftedExp(
-    const float* x, float shift, float scale, float* out, int64_t n) {
+// (no partial overlap).
+inline void ShiftedExpBody(const float* x, float shift, float scale, float* out,
+                           int64_t n) {
   int64_t i = 0;
   for (; i + kBlock <= n; i += kBlock) {
     float block[kBlock];
@@ -145,6 +153,18 @@ __attribute__((target_clones("avx2", "default"))) void ShiftedExp(
     for (int j = 0; j < kBlock; ++j) out[i + j] = block[j];
   }
   for (; i < n; ++i) out[i] = ExpNonPositive((x[i] - shift) * scale);
+}
+
+__attribute__((target("avx2"))) void ShiftedExpAvx2(const float* x, float shift,
+                                                    float scale, float* out,
+                                                    int64_t n) {
+  ShiftedExpBody(x, shift, scale, out, n);
+}
+
+void ShiftedExp(const float* x, float shift, float scale, float* out,
+                int64_t n) {
+  if (UseAvx2()) return ShiftedExpAvx2(x, shift, scale, out, n);
+  ShiftedExpBody(x, shift, scale, out, n);
 }
 
 // The index of the first maximum of x[0, n) (n >= 1, no NaN), -0 and +0
@@ -190,9 +210,8 @@ void SanitizeRow(const float* __restrict in, int n, float* __restrict out) {
 
 // Sum in double with four interleaved accumulators (a fixed order, so
 // deterministic; four times shorter dependency chain than one). The AVX2
-// clone keeps the four in one register: the same additions.
-__attribute__((target_clones("avx2", "default"))) double SumInDouble(
-    const float* v, int64_t n) {
+// copy keeps the four in one register: the same additions.
+inline double SumInDoubleBody(const float* v, int64_t n) {
   double acc[4] = {0.0, 0.0, 0.0, 0.0};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -200,6 +219,15 @@ __attribute__((target_clones("avx2", "default"))) double SumInDouble(
   }
   for (; i < n; ++i) acc[i & 3] += v[i];
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+__attribute__((target("avx2"))) double SumInDoubleAvx2(const float* v,
+                                                       int64_t n) {
+  return SumInDoubleBody(v, n);
+}
+
+double SumInDouble(const float* v, int64_t n) {
+  return UseAvx2() ? SumInDoubleAvx2(v, n) : SumInDoubleBody(v, n);
 }
 
 // Up to this top_k the candidates are found by a heap in one pass, above it

@@ -18,5 +18,8 @@ export BUILD_DIR="${BUILD_DIR:-build}"
 bash scripts/build.sh
 
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 900 -j "${JOBS:-$(nproc)}" \
+# --no-tests=error: a filter that matches nothing (or a test binary that
+# cannot even list its tests, so that none are registered) fails the run.
+ctest --output-on-failure --no-tests=error --timeout 900 \
+  -j "${JOBS:-$(nproc)}" \
   ${TEST_FILTER:+-R "$TEST_FILTER"}
