@@ -18,6 +18,20 @@ export BUILD_DIR="${BUILD_DIR:-build}"
 bash scripts/build.sh
 
 cd "$BUILD_DIR"
+# Every test binary must be able to list its tests: one that crashes while
+# listing (catch_discover_tests) registers no tests at all, and ctest would
+# not notice. (A TSan build once crashed at load, in an IFUNC resolver.)
+# (Catch2 exits with the number of tests it listed, so the exit status says
+# nothing; an empty list does.)
+for binary in tests/*_test; do
+  [ -x "$binary" ] || continue
+  status=0
+  names=$("$binary" --list-test-names-only 2>/dev/null) || status=$?
+  if [ -z "$names" ]; then
+    echo "test.sh: $binary cannot list its tests (exit status $status)" >&2
+    exit 1
+  fi
+done
 # --no-tests=error: a filter that matches nothing (or a test binary that
 # cannot even list its tests, so that none are registered) fails the run.
 ctest --output-on-failure --no-tests=error --timeout 900 \
