@@ -39,6 +39,7 @@
 #include "kernels/linear_attention.h"
 #include "kernels/reference/linear_attention_reference.h"
 #include "tests/kernels/linear_attention_test_problem.h"
+#include "tests/kernels/omp_test_util.h"
 #include "tests/test_util.h"
 
 namespace linserve::kernels {
@@ -214,10 +215,8 @@ TEST_CASE(
         const Problem p =
             MakeProblem(f, /*H=*/2, 64, 200, T, /*strided=*/true, 91);
         auto run = [&](int threads, State& state, std::vector<float>& out) {
-          const int previous = omp_get_max_threads();
-          omp_set_num_threads(threads);
+          const testing::ScopedTeamSize team(threads);
           ChunkwiseForward(p.spec, T, p.Inputs(), state.View(), out.data(), 17);
-          omp_set_num_threads(previous);
         };
         State one(p.spec, true, 5), eight(p.spec, true, 5);
         std::vector<float> out_one(T * 2 * 200, NAN), out_eight = out_one;
@@ -241,11 +240,7 @@ TEST_CASE(
   // V = 200 into 3 slices of 80, 80 and 40 columns, 1 head of 256 four of
   // 64, 3 heads of 130 two of 80 and 50, for every rule (the normalised rule
   // is never split).
-  struct ScopedThreads {
-    int previous = omp_get_max_threads();
-    ScopedThreads() { omp_set_num_threads(8); }
-    ~ScopedThreads() { omp_set_num_threads(previous); }
-  } eight_threads;
+  const testing::ScopedTeamSize eight_threads(8);
   const Shape shapes[] = {{2, 64, 200, {65, 300}},
                           {1, 32, 256, {130, 1000}},
                           {3, 48, 130, {64, 129}}};

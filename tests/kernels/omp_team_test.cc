@@ -16,6 +16,7 @@
 #include "kernels/internal/packed_bf16_gemm.h"
 #include "kernels/linear_attention.h"
 #include "tests/kernels/linear_attention_test_problem.h"
+#include "tests/kernels/omp_test_util.h"
 
 namespace linserve::kernels {
 namespace {
@@ -23,6 +24,7 @@ namespace {
 using attention_test::kFamilies;
 using attention_test::MakeProblem;
 using attention_test::Problem;
+using ::linserve::testing::ScopedTeamSize;
 
 // The kernel thread ids of a full-size team, in team order. libgomp reuses
 // its threads from region to region while the team never shrinks; a thread
@@ -33,18 +35,6 @@ std::vector<pid_t> TeamThreadIds() {
   ids[omp_get_thread_num()] = static_cast<pid_t>(syscall(SYS_gettid));
   return ids;
 }
-
-// Sets the team size for the test, and back.
-class ScopedTeamSize {
- public:
-  explicit ScopedTeamSize(int threads) : previous_(omp_get_max_threads()) {
-    omp_set_num_threads(threads);
-  }
-  ~ScopedTeamSize() { omp_set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
 
 TEST_CASE(
     "kernels with fewer parallel work items than threads keep the OpenMP "

@@ -21,6 +21,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/elementwise.h"
 #include "kernels/short_conv.h"
+#include "tests/kernels/omp_test_util.h"
 #include "tests/test_util.h"
 
 namespace linserve::kernels {
@@ -29,17 +30,7 @@ namespace {
 using ::linserve::testing::KernelIsasToTest;
 using ::linserve::testing::RandomNormal;
 using ::linserve::testing::RandomVector;
-
-class ScopedTeamSize {
- public:
-  explicit ScopedTeamSize(int threads) : previous_(omp_get_max_threads()) {
-    omp_set_num_threads(threads);
-  }
-  ~ScopedTeamSize() { omp_set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
+using ::linserve::testing::ScopedTeamSize;
 
 struct Block {
   int64_t begin;
